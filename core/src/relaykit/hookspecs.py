@@ -1,0 +1,87 @@
+"""The hooks relaykit plugins implement.
+
+A plugin is a module registered under the entry-point group ``relaykit``::
+
+    # pyproject.toml of relaykit-acme
+    [project.entry-points.relaykit]
+    acme = "relaykit_acme"
+
+and it implements any of the hooks below with :data:`hookimpl`. pluggy hooks are
+synchronous; what a hook returns may carry async callables (a provider's ``verify``).
+Arguments are only ever added to a spec in ways old plugins keep working with: pluggy lets
+an implementation accept fewer arguments than the spec names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from relaykit.providers import Provider
+
+PROJECT_NAME = "relaykit"
+ENTRY_POINT_GROUP = "relaykit"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: The marker plugins put on their hook implementations.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class RelaykitSpecs:
+    """Every hook relaykit calls, one method each."""
+
+    @hookspec
+    def relaykit_providers(self) -> Iterable[Provider]:
+        """Declare the providers this plugin ships.
+
+        Return (or yield) :class:`relaykit.Provider` records. Each provider name must be
+        unique across all installed plugins: two plugins declaring one name stop the start-up
+        with an error naming both distributions.
+
+        Example:
+            .. code-block:: python
+
+                from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+
+                async def verify(credentials, ctx):
+                    response = await ctx.http.get("/v1/me", auth=(credentials["api_key"], ""))
+                    if response.status_code == 200:
+                        return VerificationResult.accepted()
+                    return VerificationResult.rejected(f"HTTP {response.status_code}")
+
+                @hookimpl
+                def relaykit_providers():
+                    yield Provider(
+                        name="acme",
+                        display_name="Acme SMS",
+                        category="communication",
+                        capabilities=("send_sms",),
+                        credential_schema={"api_key": CredentialField(sensitive=True)},
+                        api_base="https://api.acme.example",
+                        verify=verify,
+                    )
+        """
+        raise NotImplementedError
+
+    @hookspec
+    def relaykit_cli_commands(self, cli: click.Group) -> None:
+        """Add commands to the ``relaykit`` command line.
+
+        Example:
+            .. code-block:: python
+
+                import click
+                from relaykit import hookimpl
+
+                @hookimpl
+                def relaykit_cli_commands(cli):
+                    @cli.command()
+                    def hello():
+                        click.echo("hello from acme")
+        """
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Storage: table definitions, the database handle, and one repository module per resource."""

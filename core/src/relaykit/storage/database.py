@@ -1,0 +1,105 @@
+"""The database handle: one engine, one transaction per unit of work.
+
+Data access is synchronous SQLAlchemy Core; async callers hop to a worker thread once per
+unit of work (:meth:`Database.run_read` / :meth:`Database.run_write`) instead of once per
+statement, which is what makes the async ORM over aiosqlite slow.
+
+On SQLite, pysqlite's own transaction handling is switched off so that relaykit emits the
+``BEGIN`` itself: reads use a deferred ``BEGIN``; writes use ``BEGIN IMMEDIATE``, which takes
+the write lock up front, so two concurrent writers queue on ``busy_timeout`` instead of one
+failing with "database is locked" when it tries to upgrade a read lock
+(https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio.to_thread
+import sqlalchemy as sa
+
+from relaykit.settings import Settings
+from relaykit.storage.models import metadata
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_WRITE_OPTION = "relaykit_write"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+        self.url = sa.engine.make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False}
+            kwargs["pool_size"] = pool_size
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["pool_pre_ping"] = True
+        self.engine = sa.create_engine(self.url, **kwargs)
+        self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        if self.is_sqlite:
+            self._install_sqlite_hooks()
+
+    def _install_sqlite_hooks(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            write = conn.get_execution_options().get(_WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def read(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with self.engine.begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    def write(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with self._write_engine.begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    async def run_read(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await anyio.to_thread.run_sync(lambda: self.read(fn, *args, **kwargs))
+
+    async def run_write(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await anyio.to_thread.run_sync(lambda: self.write(fn, *args, **kwargs))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of ``settings``, its home folder made (mode 0700) and its schema in place."""
+    ensure_home(settings.home)
+    database = Database(settings.database_url)
+    database.create_schema()
+    return database
+
+
+def ensure_home(home: Path) -> None:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -1,0 +1,114 @@
+"""The tables. SQLModel declares them (one place for the schema); queries use SQLAlchemy Core.
+
+Core statements over these tables return plain rows without building ORM objects, which
+keeps the hot paths (token check, list) cheap; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no zone, PostgreSQL keeps ``timestamptz``; both read back as aware UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite raw text, should a driver hand one back
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def _ts(nullable: bool = False, **kw: Any) -> Any:
+    return Field(sa_column=sa.Column(UTCDateTime(), nullable=nullable, **kw))
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+
+    id: str = Field(primary_key=True, max_length=26)
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    created_at: dt.datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token. Only the SHA-256 of its secret part is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=26)
+    tenant_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(26), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    secret_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    label: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    created_at: dt.datetime = _ts()
+    revoked_at: dt.datetime | None = _ts(nullable=True)
+
+
+class Integration(SQLModel, table=True):
+    """A tenant's configured provider. At most one not-deleted row per tenant and provider."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (
+        sa.Index(
+            "uq_integrations_tenant_provider_live",
+            "tenant_id",
+            "provider",
+            unique=True,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+        sa.Index("ix_integrations_tenant_id_id", "tenant_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    tenant_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(26), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    provider: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    category: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    enabled_capabilities: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    public_credentials: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    sealed_credentials: bytes | None = Field(
+        default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True)
+    )
+    credentials_version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
+    # "metadata" is SQLAlchemy's own attribute name on declarative classes.
+    meta: dict[str, Any] = Field(sa_column=sa.Column("metadata", sa.JSON, nullable=False))
+    verified_at: dt.datetime | None = _ts(nullable=True)
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+    deleted_at: dt.datetime | None = _ts(nullable=True)
+
+
+tenants = Tenant.__table__  # type: ignore[attr-defined]
+api_tokens = ApiToken.__table__  # type: ignore[attr-defined]
+integrations = Integration.__table__  # type: ignore[attr-defined]
+metadata = SQLModel.metadata

@@ -1,0 +1,12 @@
+"""Test helpers for relaykit and for third-party provider authors (``relaykit[testing]``).
+
+* :mod:`relaykit.testing.http`: run a provider's callables against a fake of its HTTP API
+  (an ``httpx.MockTransport`` handler), a local server that never answers, or a closed port;
+* :mod:`relaykit.testing.contract`: :class:`VerifierContractTests`, the checks every
+  provider's verifier must pass, to subclass in a provider package's tests.
+"""
+
+from relaykit.testing.contract import VerifierContractTests
+from relaykit.testing.http import closed_port_url, run_verification, silent_server
+
+__all__ = ["VerifierContractTests", "closed_port_url", "run_verification", "silent_server"]

@@ -1,0 +1,87 @@
+"""Faking a provider's HTTP API for tests, at the transport.
+
+Nothing here patches relaykit: the provider's verifier runs exactly as in production, through
+:func:`relaykit.verification.run_verifier` and a real ``httpx.AsyncClient``; only the far end
+is replaced, by an ``httpx.MockTransport`` handler or by a real local socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+
+import anyio
+import httpx
+
+from relaykit.providers import Credentials, Provider
+from relaykit.verification import (
+    ProviderContext,
+    VerificationResult,
+    api_base_env_var,
+    make_provider_client,
+    run_verifier,
+)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def run_verification(
+    provider: Provider,
+    credentials: Credentials,
+    *,
+    handler: Handler | None = None,
+    api_base: str | None = None,
+    timeout: float = 5.0,
+) -> VerificationResult:
+    """Verify ``credentials`` against ``handler`` (a fake of the API) or a real ``api_base``."""
+    environ: Mapping[str, str] = {api_base_env_var(provider.name): api_base} if api_base else {}
+    transport = httpx.MockTransport(handler) if handler is not None else None
+
+    async def main() -> VerificationResult:
+        async with make_provider_client(
+            provider, environ, timeout=timeout, transport=transport
+        ) as client:
+            ctx = ProviderContext(client, str(client.base_url))
+            return await run_verifier(provider, credentials, ctx)
+
+    return anyio.run(main)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A local HTTP address that accepts connections and never answers; yields its base URL."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            held.append(conn)  # keep it open, say nothing
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def closed_port_url() -> str:
+    """A local base URL nothing listens on: connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -1,0 +1,51 @@
+"""Small provider plugins for the core's own tests (not shipped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+from relaykit.providers import Credentials
+from relaykit.verification import ProviderContext
+
+
+async def accept(credentials: Credentials, ctx: ProviderContext) -> VerificationResult:
+    return VerificationResult.accepted()
+
+
+def make_provider(name: str = "acme", **overrides: Any) -> Provider:
+    fields: dict[str, Any] = {
+        "name": name,
+        "display_name": name.title(),
+        "category": "communication",
+        "capabilities": ("send_sms",),
+        "credential_schema": {
+            "api_key": CredentialField(sensitive=True),
+            "account": CredentialField(),
+        },
+        "api_base": f"https://api.{name}.example",
+        "verify": accept,
+    }
+    fields.update(overrides)
+    return Provider(**fields)
+
+
+class OneProvider:
+    def __init__(self, *providers: Any) -> None:
+        self.providers = providers
+
+    @hookimpl
+    def relaykit_providers(self) -> Any:
+        return list(self.providers)
+
+
+class Raising:
+    @hookimpl
+    def relaykit_providers(self) -> Any:
+        raise RuntimeError("boom in plugin")
+
+
+class Misspelled:
+    @hookimpl
+    def relaykit_provider(self) -> Any:  # no such hook: check_pending must catch it
+        return []

@@ -1,0 +1,63 @@
+"""Tenants and bearer tokens in the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relaykit.errors import ConflictError, NotFoundError, ValidationError
+from relaykit.storage import tenants as store
+from relaykit.storage.database import Database
+
+
+def test_create_and_list_tenants(database: Database) -> None:
+    created = database.write(store.create_tenant, "acme")
+    assert len(created.id) == 26 and created.id == created.id.lower()
+    assert created.created_at.tzinfo is not None
+    assert [t.name for t in database.read(store.list_tenants)] == ["acme"]
+    with pytest.raises(ConflictError):
+        database.write(store.create_tenant, "acme")
+
+
+@pytest.mark.parametrize("name", ["", "Acme", "a b", "-x", "x" * 65, "ünï"])
+def test_bad_tenant_names(database: Database, name: str) -> None:
+    with pytest.raises(ValidationError):
+        database.write(store.create_tenant, name)
+
+
+def test_token_round_trip_and_revocation(database: Database) -> None:
+    tenant = database.write(store.create_tenant, "acme")
+    record, token = database.write(store.create_token, "acme", label="ci")
+    assert token.startswith("rk_") and record.id in token
+    assert database.read(store.authenticate, token) == tenant.id
+    database.write(store.revoke_token, record.id)
+    assert database.read(store.authenticate, token) is None
+    again = database.write(store.revoke_token, token)  # by the whole token, twice: harmless
+    assert again.revoked_at is not None
+    [listed] = database.read(store.list_tokens, "acme")
+    assert listed.revoked_at is not None and listed.label == "ci"
+
+
+def test_wrong_and_malformed_tokens_fail(database: Database) -> None:
+    database.write(store.create_tenant, "acme")
+    _, token = database.write(store.create_token, "acme")
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for candidate in [tampered, "", "rk_", "Bearer x", token + "x", token.upper(), "rk_" + "0" * 26 + "_" + "a" * 43]:
+        assert database.read(store.authenticate, candidate) is None
+
+
+def test_tokens_are_stored_hashed(database: Database, settings: object) -> None:
+    database.write(store.create_tenant, "acme")
+    _, token = database.write(store.create_token, "acme")
+    secret = token.rsplit("_", 1)[1]
+    home = Path(database.url.database or "").parent
+    for path in home.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+
+
+def test_unknown_tenant_and_token(database: Database) -> None:
+    with pytest.raises(NotFoundError):
+        database.write(store.create_token, "ghost")
+    with pytest.raises(NotFoundError):
+        database.write(store.revoke_token, "0" * 26)

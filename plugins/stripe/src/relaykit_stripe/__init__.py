@@ -1,0 +1,47 @@
+"""The Stripe provider for relaykit (entry point ``relaykit: stripe``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from relaykit import CredentialField, Provider, capabilities, hookimpl
+
+from relaykit_stripe.verifier import verify
+
+API_BASE = "https://api.stripe.com"
+
+PROVIDER = Provider(
+    name="stripe",
+    display_name="Stripe",
+    category="payment",
+    capabilities=(
+        capabilities.INITIATE_PAYMENT,
+        capabilities.PROCESS_REFUND,
+        capabilities.VERIFY_PAYMENT,
+    ),
+    credential_schema={
+        "publishable_key": CredentialField(
+            description="Publishable key (pk_test_… or pk_live_…)", pattern=r"^pk_", max_length=255
+        ),
+        "secret_key": CredentialField(
+            sensitive=True,
+            description="Secret or restricted key (sk_… or rk_…)",
+            pattern=r"^(sk|rk)_",
+            max_length=255,
+        ),
+        "webhook_secret": CredentialField(
+            sensitive=True,
+            required=False,
+            description="Signing secret of a webhook endpoint (whsec_…)",
+            pattern=r"^whsec_",
+            max_length=255,
+        ),
+    },
+    api_base=API_BASE,
+    verify=verify,
+)
+
+
+@hookimpl
+def relaykit_providers() -> Iterator[Provider]:
+    yield PROVIDER

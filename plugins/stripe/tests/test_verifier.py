@@ -1,0 +1,95 @@
+"""The Stripe verifier against Stripe's documented answers, faked at the transport.
+
+The balance body is Stripe's own fixture (shared/provider-specs/stripe_fixtures3.json,
+``resources.balance``); error bodies follow Stripe's documented error object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from relaykit.testing import VerifierContractTests, run_verification
+from relaykit.verification import Outcome
+from relaykit_stripe import PROVIDER
+
+# From stripe_fixtures3.json, resources.balance.
+BALANCE_FIXTURE: dict[str, Any] = {
+    "available": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+    "connect_reserved": [{"amount": 0, "currency": "usd"}],
+    "livemode": False,
+    "object": "balance",
+    "pending": [{"amount": 0, "currency": "usd", "source_types": {"card": 0}}],
+}
+
+SECRET = "sk_test_canary_5f1c0ffee0ddba11"
+ERROR_MESSAGES = {
+    401: "Invalid API Key provided: sk_test_****ba11",
+    403: "The provided key 'rk_test_****ba11' does not have the required permissions for this endpoint.",
+}
+
+
+class TestStripeVerifier(VerifierContractTests):
+    provider = PROVIDER
+    credentials = {
+        "publishable_key": "pk_test_canary_public",
+        "secret_key": SECRET,
+        "webhook_secret": "whsec_canary_0123456789",
+    }
+    expected_error_message = "Invalid API Key provided"
+
+    def check_request(self, request: httpx.Request) -> None:
+        assert request.method == "GET"
+        assert request.url.path == "/v1/balance"
+        assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+    def accepted_response(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=BALANCE_FIXTURE)
+
+    def error_response(self, request: httpx.Request, status: int) -> httpx.Response:
+        message = ERROR_MESSAGES.get(status, "Invalid API Key provided: sk_test_****ba11")
+        kind = "invalid_request_error" if status < 500 else "api_error"
+        if status == 429:
+            message, kind = "Too many requests", "rate_limit_error"
+        return httpx.Response(status, json={"error": {"message": message, "type": kind}})
+
+    def expected_message(self, status: int) -> str:
+        return ERROR_MESSAGES[status]
+
+    def test_restricted_key_without_balance_permission_is_rejected(self) -> None:
+        result, _ = self.verify(lambda request: self.error_response(request, 403))
+        assert result.outcome is Outcome.REJECTED
+        assert "does not have the required permissions" in result.message
+
+
+def test_a_200_that_is_not_a_balance_is_not_accepted() -> None:
+    result = run_verification(
+        PROVIDER,
+        TestStripeVerifier.credentials,
+        handler=lambda request: httpx.Response(200, json={"object": "list", "data": []}),
+    )
+    assert result.outcome is Outcome.TRANSIENT
+
+
+def test_live_mode_is_reported() -> None:
+    result = run_verification(
+        PROVIDER,
+        TestStripeVerifier.credentials,
+        handler=lambda request: httpx.Response(200, json={**BALANCE_FIXTURE, "livemode": True}),
+    )
+    assert result.outcome is Outcome.ACCEPTED
+    assert "live mode" in result.message
+
+
+def test_base_url_override_is_used() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json=BALANCE_FIXTURE)
+
+    run_verification(
+        PROVIDER, TestStripeVerifier.credentials, handler=handler, api_base="http://127.0.0.1:9/x"
+    )
+    assert seen == ["http://127.0.0.1:9/x/v1/balance"]

@@ -1,0 +1,92 @@
+"""The Litestar app factory. Importing this module does no work; ``create_app`` builds the app
+and its lifespan opens the database and loads the provider catalog."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Router, get
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+import relaykit
+from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
+from relaykit.settings import Settings
+from relaykit.storage.database import open_database
+
+from relaykit_server.auth import BearerTokenMiddleware
+from relaykit_server.controllers.providers import ProvidersController
+from relaykit_server.envelope import success
+from relaykit_server.errors import EXCEPTION_HANDLERS
+from relaykit_server.state import AppResources
+
+logger = logging.getLogger("relaykit.server")
+
+API_PREFIX = "/api/v1"
+
+
+@get("/health", exclude_from_auth=True, summary="Liveness", include_in_schema=False)
+async def health() -> Any:
+    return success({"status": "ok"}, message="OK")
+
+
+def create_app(
+    settings: Settings | None = None, *, plugin_manager: RelaykitPluginManager | None = None
+) -> Litestar:
+    """Build the relaykit API.
+
+    Args:
+        settings: defaults to :meth:`Settings.from_env`.
+        plugin_manager: defaults to the process's manager, loaded from entry points; tests pass
+            one built with ``make_plugin_manager(plugins=...)``.
+    """
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pm = plugin_manager or get_plugin_manager()
+        catalog = pm.catalog()  # a duplicate provider name stops the start-up here
+        for error in catalog.errors:
+            logger.warning("plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error)
+        database = open_database(settings)
+        app.state.resources = AppResources(settings=settings, database=database, catalog=catalog)
+        logger.info(
+            "relaykit started: %d providers (%s), database %s",
+            len(catalog),
+            ", ".join(catalog.names) or "none",
+            database.url.render_as_string(hide_password=True),
+        )
+        try:
+            yield
+        finally:
+            database.dispose()
+
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[ProvidersController],
+        middleware=[DefineMiddleware(BearerTokenMiddleware)],
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=[api, health],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="relaykit",
+            version=relaykit.__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="relaykit token")
+                }
+            ),
+        ),
+        # Litestar's logging middleware is deliberately absent: request bodies carry credentials.
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,96 @@
+"""One mapping from every error to the contract's envelope.
+
+Nothing raised inside the app reaches a client as a stack trace: relaykit's own errors map to
+their status, Litestar's HTTP errors keep their status with a plain message, and anything
+else is logged (type and traceback, server side only) and answered as a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from relaykit.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    RelaykitError,
+    ValidationError,
+)
+from relaykit_server.envelope import VALIDATION_MESSAGE, failure
+
+logger = logging.getLogger("relaykit.server")
+
+_HTTP_MESSAGES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("unauthenticated", "Unauthenticated."),
+    403: ("forbidden", "This action is not allowed."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "The request body must be application/json."),
+}
+
+
+def _validation_errors(exc: ValidationException) -> dict[str, list[str]]:
+    """Litestar's parameter/body errors keyed by field, as the contract keys them."""
+    errors: dict[str, list[str]] = {}
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key") or "body")
+        errors.setdefault(key, []).append(str(item.get("message") or "is invalid"))
+    return errors
+
+
+def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, ValidationError):
+        return failure(422, exc.message, errors=exc.errors)
+    if isinstance(exc, NotFoundError):
+        return failure(404, str(exc) or "Not found.", code="not_found")
+    if isinstance(exc, ConflictError):
+        return failure(409, str(exc), code="conflict")
+    if isinstance(exc, AuthenticationError):
+        return failure(
+            401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}
+        )
+    logger.error("unhandled relaykit error %s on %s", type(exc).__name__, request.url.path)
+    return failure(500, "Server error.", code="server_error")
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    assert isinstance(exc, HTTPException)
+    if isinstance(exc, ValidationException):
+        if _is_body_decode_error(exc):
+            return failure(400, "The request body is not valid JSON.", code="malformed_json")
+        return failure(422, VALIDATION_MESSAGE, errors=_validation_errors(exc) or {"body": [str(exc.detail)]})
+    status = exc.status_code
+    if status >= 500:
+        logger.error("HTTP %s on %s: %s", status, request.url.path, exc.detail)
+        return failure(status, "Server error.", code="server_error")
+    code, message = _HTTP_MESSAGES.get(status, ("error", "The request failed."))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return failure(status, message, code=code, headers=headers)
+
+
+def _is_body_decode_error(exc: ValidationException) -> bool:
+    detail = str(exc.detail).lower()
+    return "json" in detail and ("decode" in detail or "malformed" in detail)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The traceback stays in the server log; the client learns nothing about internals.
+    logger.exception("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return failure(HTTP_500_INTERNAL_SERVER_ERROR, "Server error.", code="server_error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    RelaykitError: handle_relaykit_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,26 @@
+"""The resources the app owns for its lifetime, made in the lifespan, kept on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Litestar
+
+from relaykit.catalog import Catalog
+from relaykit.settings import Settings
+from relaykit.storage.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class AppResources:
+    settings: Settings
+    database: Database
+    catalog: Catalog
+
+    @staticmethod
+    def of(app: Litestar | Any) -> AppResources:
+        resources = app.state.get("resources")
+        if not isinstance(resources, AppResources):  # only before the lifespan ran
+            raise RuntimeError("relaykit app used before its lifespan started")
+        return resources
