@@ -19,7 +19,9 @@ from .providers_for_tests import OneProvider, Raising, make_provider
 
 def run(settings: Settings, args: list[str], plugins: list[tuple[str, object]] | None = None):  # type: ignore[no-untyped-def]
     pm = make_plugin_manager(load_entrypoints=False, plugins=plugins or [])
-    return CliRunner().invoke(build_cli(pm), args, obj=CliState(settings, pm), catch_exceptions=False)
+    return CliRunner().invoke(
+        build_cli(pm), args, obj=CliState(settings, pm), catch_exceptions=False
+    )
 
 
 def test_tenant_and_token_lifecycle(settings: Settings) -> None:
@@ -65,7 +67,9 @@ def test_providers_lists_and_checks(settings: Settings) -> None:
     data = json.loads(as_json.stdout)
     assert data["providers"][0]["name"] == "acme"
     assert data["providers"][0]["credential_schema"]["api_key"] == {
-        "type": "string", "sensitive": True, "required": True
+        "type": "string",
+        "sensitive": True,
+        "required": True,
     }
 
     bad = run(

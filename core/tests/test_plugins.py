@@ -19,7 +19,10 @@ from .providers_for_tests import Misspelled, OneProvider, Raising, make_provider
 def test_catalog_is_sorted_and_attributed() -> None:
     pm = make_plugin_manager(
         load_entrypoints=False,
-        plugins=[("zeta", OneProvider(make_provider("zeta"))), ("acme", OneProvider(make_provider()))],
+        plugins=[
+            ("zeta", OneProvider(make_provider("zeta"))),
+            ("acme", OneProvider(make_provider())),
+        ],
     )
     catalog = pm.catalog()
     assert catalog.names == ("acme", "zeta")
@@ -108,7 +111,8 @@ GOOD_PLUGIN = """
     def relaykit_providers():
         yield Provider(
             name="{name}", display_name="{name}", category="communication",
-            capabilities=("send_sms",), credential_schema={{"key": CredentialField(sensitive=True)}},
+            capabilities=("send_sms",),
+            credential_schema={{"key": CredentialField(sensitive=True)}},
             api_base="https://example.invalid", verify=verify,
         )
 """

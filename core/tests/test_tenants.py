@@ -43,7 +43,15 @@ def test_wrong_and_malformed_tokens_fail(database: Database) -> None:
     database.write(store.create_tenant, "acme")
     _, token = database.write(store.create_token, "acme")
     tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
-    for candidate in [tampered, "", "rk_", "Bearer x", token + "x", token.upper(), "rk_" + "0" * 26 + "_" + "a" * 43]:
+    for candidate in [
+        tampered,
+        "",
+        "rk_",
+        "Bearer x",
+        token + "x",
+        token.upper(),
+        "rk_" + "0" * 26 + "_" + "a" * 43,
+    ]:
         assert database.read(store.authenticate, candidate) is None
 
 

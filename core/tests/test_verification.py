@@ -40,7 +40,9 @@ def message_of(body: Any) -> str | None:
     ],
 )
 def test_classify_by_status(status: int, outcome: Outcome) -> None:
-    result = classify_response(httpx.Response(status, json={"message": "m"}), error_message=message_of)
+    result = classify_response(
+        httpx.Response(status, json={"message": "m"}), error_message=message_of
+    )
     assert result is not None and result.outcome is outcome and result.status_code == status
 
 

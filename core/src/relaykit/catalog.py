@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from relaykit.errors import RelaykitError
 from relaykit.plugins import PluginLoadError, describe_exception
@@ -77,16 +77,18 @@ def build_catalog(pm: RelaykitPluginManager) -> Catalog:
         errors.append(PluginLoadError(distribution, plugin, error))
 
     # pluggy lists implementations last-registered first; sort for a stable report.
-    impls = sorted(
-        pm.hook.relaykit_providers.get_hookimpls(), key=lambda impl: impl.plugin_name
-    )
+    impls = sorted(pm.hook.relaykit_providers.get_hookimpls(), key=lambda impl: impl.plugin_name)
     for impl in impls:
         distribution = pm.distribution_of(impl.plugin)
         try:
-            returned = impl.function()
+            returned: Any = impl.function()
             declared = [returned] if isinstance(returned, Provider) else list(returned or ())
         except Exception as exc:
-            skip(distribution, impl.plugin_name, f"relaykit_providers raised {describe_exception(exc)}")
+            skip(
+                distribution,
+                impl.plugin_name,
+                f"relaykit_providers raised {describe_exception(exc)}",
+            )
             continue
         for provider in declared:
             problems = provider_problems(provider)

@@ -182,8 +182,8 @@ def db() -> None:
 @pass_state
 def db_upgrade(state: CliState) -> None:
     """Bring the database schema up to date."""
-    state.database  # opening it creates what is missing
-    click.echo(f"database schema is up to date ({state.database.url.render_as_string()})")
+    database = state.database  # opening it creates what is missing
+    click.echo(f"database schema is up to date ({database.url.render_as_string()})")
 
 
 def build_cli(plugin_manager: RelaykitPluginManager) -> click.Group:

@@ -88,7 +88,9 @@ class RelaykitPluginManager(pluggy.PluginManager):
             except Exception as exc:
                 if strict:
                     raise
-                self._record(distribution, entry_point.name, f"failed to load: {describe_exception(exc)}")
+                self._record(
+                    distribution, entry_point.name, f"failed to load: {describe_exception(exc)}"
+                )
                 continue
             self._distributions[entry_point.name] = distribution
         self._catalog = None

@@ -26,7 +26,10 @@ BALANCE_FIXTURE: dict[str, Any] = {
 SECRET = "sk_test_canary_5f1c0ffee0ddba11"
 ERROR_MESSAGES = {
     401: "Invalid API Key provided: sk_test_****ba11",
-    403: "The provided key 'rk_test_****ba11' does not have the required permissions for this endpoint.",
+    403: (
+        "The provided key 'rk_test_****ba11' does not have the required permissions "
+        "for this endpoint."
+    ),
 }
 
 

@@ -17,7 +17,6 @@ import relaykit
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
-
 from relaykit_server.auth import BearerTokenMiddleware
 from relaykit_server.controllers.providers import ProvidersController
 from relaykit_server.envelope import success
@@ -51,7 +50,9 @@ def create_app(
         pm = plugin_manager or get_plugin_manager()
         catalog = pm.catalog()  # a duplicate provider name stops the start-up here
         for error in catalog.errors:
-            logger.warning("plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error)
+            logger.warning(
+                "plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error
+            )
         database = open_database(settings)
         app.state.resources = AppResources(settings=settings, database=database, catalog=catalog)
         logger.info(
@@ -82,7 +83,9 @@ def create_app(
             path="/schema",
             components=Components(
                 security_schemes={
-                    "bearer": SecurityScheme(type="http", scheme="bearer", description="relaykit token")
+                    "bearer": SecurityScheme(
+                        type="http", scheme="bearer", description="relaykit token"
+                    )
                 }
             ),
         ),

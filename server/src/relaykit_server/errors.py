@@ -66,21 +66,18 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
 def handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, HTTPException)
     if isinstance(exc, ValidationException):
-        if _is_body_decode_error(exc):
-            return failure(400, "The request body is not valid JSON.", code="malformed_json")
-        return failure(422, VALIDATION_MESSAGE, errors=_validation_errors(exc) or {"body": [str(exc.detail)]})
+        return failure(
+            422, VALIDATION_MESSAGE, errors=_validation_errors(exc) or {"body": [str(exc.detail)]}
+        )
     status = exc.status_code
+    if status == 400 and str(exc.detail).startswith("JSON is malformed"):
+        return failure(400, "The request body is not valid JSON.", code="malformed_json")
     if status >= 500:
         logger.error("HTTP %s on %s: %s", status, request.url.path, exc.detail)
         return failure(status, "Server error.", code="server_error")
     code, message = _HTTP_MESSAGES.get(status, ("error", "The request failed."))
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return failure(status, message, code=code, headers=headers)
-
-
-def _is_body_decode_error(exc: ValidationException) -> bool:
-    detail = str(exc.detail).lower()
-    return "json" in detail and ("decode" in detail or "malformed" in detail)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -22,7 +22,7 @@ from relaykit.ids import new_id, utcnow
 from relaykit.storage.models import api_tokens, tenants
 
 TENANT_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-TOKEN_PREFIX = "rk_"
+TOKEN_PREFIX = "rk_"  # noqa: S105 (a marker, not a secret)
 _TOKEN_PATTERN = re.compile(r"^rk_([0-9a-z]{26})_([A-Za-z0-9_-]{43})$")
 _DUMMY_HASH = hashlib.sha256(b"relaykit-no-such-token").hexdigest()
 
@@ -99,8 +99,9 @@ def authenticate(conn: sa.Connection, token: str) -> str | None:
     row = None
     if match:
         row = conn.execute(
-            sa.select(api_tokens.c.tenant_id, api_tokens.c.secret_hash, api_tokens.c.revoked_at)
-            .where(api_tokens.c.id == token_id)
+            sa.select(
+                api_tokens.c.tenant_id, api_tokens.c.secret_hash, api_tokens.c.revoked_at
+            ).where(api_tokens.c.id == token_id)
         ).first()
     stored = row.secret_hash if row is not None else _DUMMY_HASH
     matches = hmac.compare_digest(_hash_secret(secret), stored)
@@ -137,4 +138,6 @@ def revoke_token(conn: sa.Connection, token_or_id: str) -> TokenRecord:
         conn.execute(
             api_tokens.update().where(api_tokens.c.id == token_id).values(revoked_at=revoked_at)
         )
-    return TokenRecord(row.id, row.tenant_id, row.tenant_name, row.label, row.created_at, revoked_at)
+    return TokenRecord(
+        row.id, row.tenant_id, row.tenant_name, row.label, row.created_at, revoked_at
+    )

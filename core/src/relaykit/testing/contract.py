@@ -146,8 +146,11 @@ class VerifierContractTests:
         assert "could not reach" in result.message
 
     def test_echoed_secret_is_redacted(self) -> None:
-        secrets = [str(self.credentials[n]) for n in self.provider.sensitive_fields
-                   if self.credentials.get(n)]
+        secrets = [
+            str(self.credentials[n])
+            for n in self.provider.sensitive_fields
+            if self.credentials.get(n)
+        ]
         assert secrets, "give the sensitive credentials canary values"
 
         def respond(request: httpx.Request) -> httpx.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from relaykit import CredentialField, Provider, capabilities, hookimpl
-
 from relaykit_stripe.verifier import verify
 
 API_BASE = "https://api.stripe.com"

@@ -8,7 +8,6 @@ import msgspec
 from litestar import Controller, Request, Response, get
 
 from relaykit.storage.integrations import configured_providers
-
 from relaykit_server.auth import Principal
 from relaykit_server.envelope import success
 from relaykit_server.state import AppResources
@@ -30,9 +29,7 @@ class ProvidersController(Controller):
     @get("/", summary="List available providers")
     async def list_providers(self, request: Request[Principal, Any, Any]) -> Response[Any]:
         resources = AppResources.of(request.app)
-        configured = await resources.database.run_read(
-            configured_providers, request.user.tenant_id
-        )
+        configured = await resources.database.run_read(configured_providers, request.user.tenant_id)
         data = [
             ProviderView(
                 name=info.name,

@@ -1,0 +1,5 @@
+"""``python -m relaykit`` is the ``relaykit`` command."""
+
+from relaykit.cli import main
+
+main()

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
+from relaykit.settings import Settings
+from relaykit.storage import tenants as store
+from relaykit_server import create_app
+from relaykit_server.state import AppResources
+
+
+async def _accept(credentials: Any, ctx: Any) -> VerificationResult:
+    return VerificationResult.accepted()
+
+
+# Providers shaped like the contract's examples; the real plugins are not installed in this env.
+PAYMENTS = Provider(
+    name="paymo",
+    display_name="Paymo",
+    category="payment",
+    capabilities=("initiate_payment", "process_refund", "verify_payment"),
+    credential_schema={
+        "publishable_key": CredentialField(),
+        "secret_key": CredentialField(sensitive=True),
+        "webhook_secret": CredentialField(sensitive=True, required=False),
+    },
+    api_base="https://api.paymo.example",
+    verify=_accept,
+)
+MESSAGING = Provider(
+    name="textly",
+    display_name="Textly",
+    category="communication",
+    capabilities=("send_sms", "send_whatsapp"),
+    credential_schema={
+        "account_sid": CredentialField(),
+        "auth_token": CredentialField(sensitive=True),
+        "from_number": CredentialField(pattern=r"^\+[1-9]\d{1,14}$"),
+    },
+    api_base="https://api.textly.example",
+    verify=_accept,
+)
+
+
+class TestProviders:
+    @hookimpl
+    def relaykit_providers(self) -> list[Provider]:
+        return [MESSAGING, PAYMENTS]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({"RELAYKIT_HOME": str(tmp_path / "home")})
+
+
+@pytest.fixture
+def plugin_manager() -> RelaykitPluginManager:
+    return make_plugin_manager(
+        load_entrypoints=False, plugins=[("test-providers", TestProviders())]
+    )
+
+
+class Api:
+    """A running app, a client, and helpers to make tenants and tokens."""
+
+    def __init__(self, client: AsyncTestClient[Any]) -> None:
+        self.client = client
+
+    @property
+    def resources(self) -> AppResources:
+        return AppResources.of(self.client.app)
+
+    def tenant_token(self, name: str) -> tuple[str, dict[str, str]]:
+        db = self.resources.database
+        tenant = db.write(store.create_tenant, name)
+        _, token = db.write(store.create_token, name)
+        return tenant.id, {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def api(settings: Settings, plugin_manager: RelaykitPluginManager) -> AsyncIterator[Api]:
+    app = create_app(settings, plugin_manager=plugin_manager)
+    async with AsyncTestClient(app=app) as client:
+        yield Api(client)

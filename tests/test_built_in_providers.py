@@ -1,0 +1,77 @@
+"""The built-in providers arrive through entry points and show in the contract's shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import Server, cli_env, run_cli
+
+# The contract's example entries (shared/spec/managing-integrations.md, "List Available
+# Providers"), with is_configured false for a new tenant.
+CONTRACT_STRIPE = {
+    "name": "stripe",
+    "display_name": "Stripe",
+    "category": "payment",
+    "capabilities": ["initiate_payment", "process_refund", "verify_payment"],
+    "credential_schema": {
+        "publishable_key": {"type": "string", "sensitive": False, "required": True},
+        "secret_key": {"type": "string", "sensitive": True, "required": True},
+        "webhook_secret": {"type": "string", "sensitive": True, "required": False},
+    },
+    "is_configured": False,
+}
+CONTRACT_TWILIO = {
+    "name": "twilio",
+    "display_name": "Twilio",
+    "category": "communication",
+    "capabilities": ["send_sms", "send_whatsapp"],
+    "credential_schema": {
+        "account_sid": {"type": "string", "sensitive": False, "required": True},
+        "auth_token": {"type": "string", "sensitive": True, "required": True},
+        "from_number": {"type": "string", "sensitive": False, "required": True},
+    },
+    "is_configured": False,
+}
+PLIVO = {
+    "name": "plivo",
+    "display_name": "Plivo",
+    "category": "communication",
+    "capabilities": ["send_sms", "send_whatsapp"],
+    "credential_schema": {
+        "auth_id": {"type": "string", "sensitive": False, "required": True},
+        "auth_token": {"type": "string", "sensitive": True, "required": True},
+        "from_number": {"type": "string", "sensitive": False, "required": True},
+    },
+    "is_configured": False,
+}
+
+
+def test_cli_lists_the_three_providers_from_their_distributions(home: Path) -> None:
+    result = run_cli(["providers", "--check", "--json"], cli_env(home))
+    catalog = json.loads(result.stdout)
+    assert {p["name"]: p["distribution"] for p in catalog["providers"]} == {
+        "plivo": "relaykit-plivo",
+        "stripe": "relaykit-stripe",
+        "twilio": "relaykit-twilio",
+    }
+    assert catalog["errors"] == []
+
+
+def test_curl_walk_lists_providers_in_the_contract_shape(server: Server, home: Path) -> None:
+    env = cli_env(home)
+    run_cli(["tenants", "create", "acme"], env)
+    token = run_cli(["tokens", "create", "--tenant", "acme"], env).stdout.strip().splitlines()[-1]
+    with server.client(token) as client:
+        response = client.get("/api/v1/integrations/providers")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    assert body["message"] == "Providers retrieved successfully"
+    assert body["meta"] == {}
+    assert body["data"] == [PLIVO, CONTRACT_STRIPE, CONTRACT_TWILIO]
+
+    with server.client("rk_not_a_token") as client:
+        refused = client.get("/api/v1/integrations/providers")
+    assert refused.status_code == 401
+    assert refused.json()["success"] is False
