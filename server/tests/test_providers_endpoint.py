@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
-
-from relaykit.ids import new_id, utcnow
-from relaykit.storage.models import integrations
 
 from .conftest import Api
 
@@ -15,30 +11,18 @@ pytestmark = pytest.mark.anyio
 URL = "/api/v1/integrations/providers"
 
 
-def insert_integration(api: Api, tenant_id: str, provider: str, *, deleted: bool = False) -> None:
-    now = utcnow()
-
-    def insert(conn: sa.Connection) -> None:
-        conn.execute(
-            integrations.insert().values(
-                id=new_id(),
-                tenant_id=tenant_id,
-                provider=provider,
-                category="communication",
-                status="pending_verify",
-                enabled_capabilities=[],
-                public_credentials={},
-                sealed_credentials=None,
-                credentials_version=1,
-                metadata={},
-                verified_at=None,
-                created_at=now,
-                updated_at=now,
-                deleted_at=now if deleted else None,
-            )
-        )
-
-    api.resources.database.write(insert)
+def configure(api: Api, tenant_id: str, provider: str, *, deleted: bool = False) -> None:
+    credentials = {
+        "textly": {"account_sid": "AC1", "auth_token": "tok-123456", "from_number": "+15550100000"},
+        "paymo": {"publishable_key": "pk_1", "secret_key": "sk_123456"},
+    }[provider]
+    service = api.resources.integrations
+    created = service.create(
+        tenant_id,
+        {"provider": provider, "credentials": credentials, "enabled_capabilities": []},
+    )
+    if deleted:
+        service.delete(tenant_id, created.id)
 
 
 async def test_exact_contract_shape(api: Api) -> None:
@@ -91,8 +75,8 @@ async def test_exact_contract_shape(api: Api) -> None:
 async def test_is_configured_is_per_tenant_and_ignores_deleted(api: Api) -> None:
     acme_id, acme = api.tenant_token("acme")
     other_id, other = api.tenant_token("other")
-    insert_integration(api, acme_id, "textly")
-    insert_integration(api, other_id, "paymo", deleted=True)
+    configure(api, acme_id, "textly")
+    configure(api, other_id, "paymo", deleted=True)
 
     def configured(body: dict) -> dict[str, bool]:  # type: ignore[type-arg]
         return {p["name"]: p["is_configured"] for p in body["data"]}

@@ -14,10 +14,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 import relaykit
+from relaykit.integrations import IntegrationService
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
+from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
 from relaykit_server.auth import BearerTokenMiddleware
+from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
 from relaykit_server.envelope import success
 from relaykit_server.errors import EXCEPTION_HANDLERS
@@ -54,7 +57,13 @@ def create_app(
                 "plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error
             )
         database = open_database(settings)
-        app.state.resources = AppResources(settings=settings, database=database, catalog=catalog)
+        keyring = LocalKeyring.in_home(settings.home)
+        app.state.resources = AppResources(
+            settings=settings,
+            database=database,
+            catalog=catalog,
+            integrations=IntegrationService(database, catalog, keyring),
+        )
         logger.info(
             "relaykit started: %d providers (%s), database %s",
             len(catalog),
@@ -68,7 +77,7 @@ def create_app(
 
     api = Router(
         path=API_PREFIX,
-        route_handlers=[ProvidersController],
+        route_handlers=[ProvidersController, IntegrationsController],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"bearer": []}],
     )

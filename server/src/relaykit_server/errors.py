@@ -25,6 +25,11 @@ from relaykit_server.envelope import VALIDATION_MESSAGE, failure
 
 logger = logging.getLogger("relaykit.server")
 
+
+class MalformedBodyError(RelaykitError):
+    """The request body is not JSON at all (a 400, unlike a well-formed but invalid body)."""
+
+
 _HTTP_MESSAGES = {
     400: ("bad_request", "The request could not be understood."),
     401: ("unauthenticated", "Unauthenticated."),
@@ -51,6 +56,8 @@ def _validation_errors(exc: ValidationException) -> dict[str, list[str]]:
 def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ValidationError):
         return failure(422, exc.message, errors=exc.errors)
+    if isinstance(exc, MalformedBodyError):
+        return failure(400, str(exc), code="malformed_json")
     if isinstance(exc, NotFoundError):
         return failure(404, str(exc) or "Not found.", code="not_found")
     if isinstance(exc, ConflictError):

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 
 from relaykit.catalog import Catalog
+from relaykit.integrations import IntegrationService
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
 
@@ -17,6 +18,7 @@ class AppResources:
     settings: Settings
     database: Database
     catalog: Catalog
+    integrations: IntegrationService
 
     @staticmethod
     def of(app: Litestar | Any) -> AppResources:

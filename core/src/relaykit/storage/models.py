@@ -83,6 +83,13 @@ class Integration(SQLModel, table=True):
             postgresql_where=sa.text("deleted_at IS NULL"),
         ),
         sa.Index("ix_integrations_tenant_id_id", "tenant_id", "id"),
+        # The verification queue: due pending rows, oldest due first.
+        sa.Index(
+            "ix_integrations_verify_queue",
+            "next_verify_at",
+            sqlite_where=sa.text("status = 'pending_verify' AND deleted_at IS NULL"),
+            postgresql_where=sa.text("status = 'pending_verify' AND deleted_at IS NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=26)
@@ -102,6 +109,15 @@ class Integration(SQLModel, table=True):
     credentials_version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
     # "metadata" is SQLAlchemy's own attribute name on declarative classes.
     meta: dict[str, Any] = Field(sa_column=sa.Column("metadata", sa.JSON, nullable=False))
+    # What the verification worker last concluded: shown to the tenant under
+    # metadata.verification, kept apart so a PATCH of metadata cannot erase it.
+    verification: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
+    verify_attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    next_verify_at: dt.datetime | None = _ts(nullable=True)
+    lease_owner: str | None = Field(default=None, sa_column=sa.Column(sa.String(64)))
+    lease_expires_at: dt.datetime | None = _ts(nullable=True)
     verified_at: dt.datetime | None = _ts(nullable=True)
     created_at: dt.datetime = _ts()
     updated_at: dt.datetime = _ts()
