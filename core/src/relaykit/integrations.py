@@ -9,6 +9,7 @@ turns requests into rows: validation (:mod:`relaykit.validation`), sealing
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ from relaykit.validation import (
     validate_create,
     validate_update,
 )
+
+logger = logging.getLogger("relaykit.integrations")
 
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 100
@@ -175,6 +178,13 @@ class IntegrationService:
         except sa.exc.IntegrityError:
             # Lost a race with a concurrent create (PostgreSQL, or another process).
             raise ValidationError({"provider": [DUPLICATE_MESSAGE]}) from None
+        logger.info(
+            "integration %s created for tenant %s (provider %s, fields %s)",
+            integration_id,
+            tenant_id,
+            request.provider.name,
+            ",".join(sorted({*request.public, *request.secret})),
+        )
         self._on_pending()
         return self.view(row)
 
@@ -198,6 +208,11 @@ class IntegrationService:
             if values:
                 values["updated_at"] = now
                 rows.update(conn, row.id, values)
+            logger.info(
+                "integration %s updated (%s)",
+                row.id,
+                ",".join(sorted(k for k in values if k != "updated_at")) or "no change",
+            )
             return self._row(conn, tenant_id, integration_id)
 
         row = self.database.write(apply)
@@ -263,6 +278,7 @@ class IntegrationService:
             row = self._row(conn, tenant_id, integration_id)
             status = next_status(action, row.status)
             rows.update(conn, row.id, {"status": status.value, "updated_at": utcnow()})
+            logger.info("integration %s: %s, %s -> %s", row.id, action, row.status, status)
             return self._row(conn, tenant_id, integration_id)
 
         return self.view(self.database.write(apply))

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id
+
+logger = logging.getLogger("relaykit.sealing")
 
 BLOB_FORMAT = 1
 _NONCE_BYTES = 12
@@ -92,6 +95,14 @@ def seal_credentials(
     ciphertext = AESGCM(data_key).encrypt(nonce, msgspec.json.encode(dict(values)), aad)
     key_id, wrapped = key_provider.wrap(data_key, aad)
     blob = SealedBlob(BLOB_FORMAT, key_provider.name, key_id, wrapped, nonce, ciphertext)
+    logger.debug(
+        "sealed %d credential fields (%s) for integration %s under %s key %s",
+        len(values),
+        ",".join(sorted(values)),
+        context.integration_id,
+        key_provider.name,
+        key_id,
+    )
     return msgspec.msgpack.encode(blob)
 
 
