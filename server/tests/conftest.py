@@ -61,7 +61,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env({"RELAYKIT_HOME": str(tmp_path / "home")})
+    # The API tests pin statuses themselves; the worker's own tests turn it on.
+    return Settings.from_env(
+        {"RELAYKIT_HOME": str(tmp_path / "home"), "RELAYKIT_EMBEDDED_WORKER": "0"}
+    )
 
 
 @pytest.fixture

@@ -170,6 +170,50 @@ def _catalog_json(catalog: Catalog) -> dict[str, Any]:
     }
 
 
+# -- worker -------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--concurrency", type=int, default=None, help="Checks in flight (default: settings).")
+@pass_state
+def worker(state: CliState, concurrency: int | None) -> None:
+    """Run a verification worker on its own (for several processes on one database)."""
+    import signal
+
+    import anyio
+    import msgspec
+
+    from relaykit.sealing import LocalKeyring
+    from relaykit.worker import VerificationWorker
+
+    settings = state.settings
+    if concurrency is not None:
+        if concurrency < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--concurrency")
+        settings = msgspec.structs.replace(settings, worker_concurrency=concurrency)
+    try:
+        catalog = state.plugin_manager.catalog()
+    except DuplicateProviderError as exc:
+        raise _fail(exc) from None
+    runner = VerificationWorker(
+        settings, state.database, catalog, LocalKeyring.in_home(settings.home)
+    )
+
+    async def main() -> None:
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    runner.stop()
+                    return
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(stop_on_signal)
+            await runner.run()
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+
+
 # -- db ------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from litestar import Litestar, Router, get
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -19,6 +20,7 @@ from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
+from relaykit.worker import VerificationWorker
 from relaykit_server.auth import BearerTokenMiddleware
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
@@ -58,11 +60,19 @@ def create_app(
             )
         database = open_database(settings)
         keyring = LocalKeyring.in_home(settings.home)
+        worker = (
+            VerificationWorker(settings, database, catalog, keyring)
+            if settings.embedded_worker
+            else None
+        )
         app.state.resources = AppResources(
             settings=settings,
             database=database,
             catalog=catalog,
-            integrations=IntegrationService(database, catalog, keyring),
+            integrations=IntegrationService(
+                database, catalog, keyring, on_pending=worker.wake if worker else None
+            ),
+            worker=worker,
         )
         logger.info(
             "relaykit started: %d providers (%s), database %s",
@@ -71,7 +81,14 @@ def create_app(
             database.url.render_as_string(hide_password=True),
         )
         try:
-            yield
+            async with anyio.create_task_group() as group:
+                if worker is not None:
+                    group.start_soon(worker.run)
+                try:
+                    yield
+                finally:
+                    if worker is not None:
+                        worker.stop()
         finally:
             database.dispose()
 

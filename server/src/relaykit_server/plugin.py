@@ -14,7 +14,7 @@ def relaykit_cli_commands(cli: click.Group) -> None:
     @click.option("--port", default=8000, show_default=True, type=int)
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int) -> None:
-        """Run the API server."""
+        """Run the API server, with the verification worker inside it."""
         import uvicorn
 
         from relaykit_server.app import create_app

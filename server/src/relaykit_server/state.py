@@ -11,6 +11,7 @@ from relaykit.catalog import Catalog
 from relaykit.integrations import IntegrationService
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
+from relaykit.worker import VerificationWorker
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,7 @@ class AppResources:
     database: Database
     catalog: Catalog
     integrations: IntegrationService
+    worker: VerificationWorker | None
 
     @staticmethod
     def of(app: Litestar | Any) -> AppResources:

@@ -1,0 +1,401 @@
+"""The verification worker: the integrations table is the queue.
+
+One loop claims due ``pending_verify`` rows in a single statement that sets a lease
+(``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …``; on PostgreSQL the inner select is
+``FOR UPDATE SKIP LOCKED``, on SQLite the write transaction is ``BEGIN IMMEDIATE``), then
+checks each with its provider, with no transaction open across the provider call. A result
+is applied only if the row still carries this worker's lease and the credentials version
+the check started from, and is still a live ``pending_verify`` row: a PATCH, a delete or a
+reclaim after an expired lease during the check discards the stale result.
+
+Outcomes (through :mod:`relaykit.lifecycle`):
+
+* accepted: ``active``, ``verified_at`` set;
+* rejected: ``error``, the provider's message in ``metadata.verification``;
+* transient: stays ``pending_verify`` with the attempt count, last error and next attempt
+  time; the next attempt waits a random time up to ``min(max, base * 2 ** (attempt - 1))``
+  ("full jitter"), and never less than the provider's ``Retry-After``; after
+  ``verify_max_attempts`` transient failures: ``error``.
+
+A worker inside ``relaykit serve`` is woken at once by the API when a row becomes due
+(:meth:`VerificationWorker.wake`); a separate ``relaykit worker`` process polls every
+``RELAYKIT_WORKER_POLL`` seconds. Stopping a worker waits briefly for checks in flight, then
+returns the leases it still holds so another worker can take them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import random
+import socket
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import httpx
+import msgspec
+import sqlalchemy as sa
+
+from relaykit.catalog import Catalog
+from relaykit.errors import RelaykitError
+from relaykit.ids import isoformat_z, new_id, utcnow
+from relaykit.lifecycle import Action, Status, next_status
+from relaykit.providers import Provider
+from relaykit.sealing import KeyProvider, SealContext, open_credentials
+from relaykit.settings import Settings
+from relaykit.storage.database import Database
+from relaykit.storage.models import integrations
+from relaykit.verification import (
+    Outcome,
+    ProviderContext,
+    VerificationResult,
+    make_provider_client,
+    run_verifier,
+)
+
+logger = logging.getLogger("relaykit.worker")
+
+#: How long a stopping worker lets checks in flight finish before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class VerificationJob(msgspec.Struct, frozen=True):
+    id: str
+    tenant_id: str
+    provider: str
+    public_credentials: dict[str, Any]
+    sealed_credentials: bytes | None
+    credentials_version: int
+    attempt: int
+
+
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, retry_after: float | None, rng: random.Random
+) -> float:
+    """Seconds before retry number ``attempt`` (1-based): full jitter, at least Retry-After."""
+    ceiling = min(cap, base * math.pow(2, max(0, attempt - 1)))
+    delay = rng.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+class VerificationWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        catalog: Catalog,
+        key_provider: KeyProvider,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.catalog = catalog
+        self.key_provider = key_provider
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._rng = random.Random()  # noqa: S311 (retry jitter, not a secret)
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._in_flight = 0
+        #: counters for the log and for tests
+        self.stats = {"claimed": 0, "active": 0, "error": 0, "retry": 0, "stale": 0}
+
+    # -- control ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """A row became due: look now, not at the next poll. Safe from any thread."""
+        loop, event = self._loop, self._wakeup
+        if loop is None or event is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between
+            loop.call_soon_threadsafe(event.set)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    async def run(self) -> None:
+        """Claim and check until :meth:`stop`; then return the leases still held."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        logger.info(
+            "verification worker %s started (concurrency %d, lease %gs, timeout %gs)",
+            self.owner,
+            self.settings.worker_concurrency,
+            self.settings.verify_lease,
+            self.settings.verify_timeout,
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                try:
+                    await self._claim_loop(group)
+                finally:
+                    with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS, shield=True):
+                        while self._in_flight:
+                            await self._wait(0.05)
+                    group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                released = await anyio.to_thread.run_sync(self._release_leases)
+                for client in self._clients.values():
+                    await client.aclose()
+                self._clients.clear()
+            logger.info("verification worker %s stopped (%d leases returned)", self.owner, released)
+
+    async def _claim_loop(self, group: anyio.abc.TaskGroup) -> None:
+        while not self._stopping:
+            free = self.settings.worker_concurrency - self._in_flight
+            claimed: list[VerificationJob] = []
+            if free > 0:
+                try:
+                    claimed = await anyio.to_thread.run_sync(self._claim, free)
+                except sa.exc.OperationalError as exc:  # a locked or unreachable database
+                    logger.warning("claiming verifications failed: %s", type(exc).__name__)
+            for job in claimed:
+                self._in_flight += 1
+                group.start_soon(self._check, job)
+            if claimed and len(claimed) == free:
+                await (
+                    anyio.lowlevel.checkpoint()
+                )  # there may be more due: claim again when a slot frees
+                if self._in_flight >= self.settings.worker_concurrency:
+                    await self._wait(self.settings.worker_poll)
+                continue
+            await self._wait(self.settings.worker_poll)
+
+    async def _wait(self, timeout: float) -> None:
+        assert self._wakeup is not None
+        with anyio.move_on_after(timeout):
+            await self._wakeup.wait()
+        self._wakeup.clear()
+
+    async def run_until_idle(self, *, timeout: float = 30.0) -> None:
+        """Check everything due now, then return (tests and one-shot tooling)."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        with anyio.fail_after(timeout):
+            while True:
+                jobs = await anyio.to_thread.run_sync(self._claim, self.settings.worker_concurrency)
+                if not jobs:
+                    break
+                async with anyio.create_task_group() as group:
+                    for job in jobs:
+                        self._in_flight += 1
+                        group.start_soon(self._check, job)
+        await anyio.to_thread.run_sync(self._release_leases)
+
+    # -- one check -------------------------------------------------------------------------
+
+    async def _check(self, job: VerificationJob) -> None:
+        try:
+            result = await self._verify(job)
+            await anyio.to_thread.run_sync(self._apply, job, result)
+        except Exception:
+            # Never let one check take the worker down; the lease expires and it is retried.
+            logger.exception("verification of integration %s failed unexpectedly", job.id)
+        finally:
+            self._in_flight -= 1
+            self.wake()
+
+    async def _verify(self, job: VerificationJob) -> VerificationResult:
+        provider = self.catalog.get(job.provider)
+        if provider is None:
+            return VerificationResult.transient(
+                f"the provider {job.provider} is not installed on this worker"
+            )
+        try:
+            credentials = await anyio.to_thread.run_sync(self._open, job)
+        except RelaykitError as exc:
+            return VerificationResult.rejected(f"stored credentials cannot be opened: {exc}")
+        client = self._client(provider)
+        ctx = ProviderContext(client, str(client.base_url))
+        return await run_verifier(provider, credentials, ctx)
+
+    def _open(self, job: VerificationJob) -> dict[str, Any]:
+        secret: dict[str, Any] = {}
+        if job.sealed_credentials:
+            context = SealContext(job.tenant_id, job.id, job.provider)
+            secret = open_credentials(job.sealed_credentials, context, self.key_provider)
+        return {**job.public_credentials, **secret}
+
+    def _client(self, provider: Provider) -> httpx.AsyncClient:
+        # One client (one connection pool) per provider for the worker's lifetime.
+        client = self._clients.get(provider.name)
+        if client is None:
+            client = make_provider_client(
+                provider,
+                self.settings.api_bases,
+                timeout=self.settings.verify_timeout,
+                transport=self._transport,
+            )
+            self._clients[provider.name] = client
+        return client
+
+    # -- the database side -------------------------------------------------------------------
+
+    def _claim(self, limit: int) -> list[VerificationJob]:
+        now = utcnow()
+        t = integrations
+        due = (
+            sa.select(t.c.id)
+            .where(
+                t.c.status == Status.PENDING_VERIFY.value,
+                t.c.deleted_at.is_(None),
+                t.c.next_verify_at <= now,
+                sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now),
+            )
+            .order_by(t.c.next_verify_at)
+            .limit(limit)
+        )
+        if not self.database.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        claim = (
+            t.update()
+            .where(t.c.id.in_(due.scalar_subquery()))
+            .values(
+                lease_owner=self.owner,
+                lease_expires_at=now + dt.timedelta(seconds=self.settings.verify_lease),
+                verify_attempts=t.c.verify_attempts + 1,
+            )
+            .returning(
+                t.c.id,
+                t.c.tenant_id,
+                t.c.provider,
+                t.c.public_credentials,
+                t.c.sealed_credentials,
+                t.c.credentials_version,
+                t.c.verify_attempts,
+            )
+        )
+
+        def run(conn: sa.Connection) -> list[VerificationJob]:
+            return [
+                VerificationJob(
+                    id=r.id,
+                    tenant_id=r.tenant_id,
+                    provider=r.provider,
+                    public_credentials=dict(r.public_credentials or {}),
+                    sealed_credentials=r.sealed_credentials,
+                    credentials_version=r.credentials_version,
+                    attempt=r.verify_attempts,
+                )
+                for r in conn.execute(claim)
+            ]
+
+        jobs = self.database.write(run)
+        self.stats["claimed"] += len(jobs)
+        return jobs
+
+    def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
+        now = utcnow()
+        values = self._outcome_values(job, result, now)
+        t = integrations
+        statement = (
+            t.update()
+            .where(
+                t.c.id == job.id,
+                t.c.lease_owner == self.owner,
+                t.c.credentials_version == job.credentials_version,
+                t.c.status == Status.PENDING_VERIFY.value,
+                t.c.deleted_at.is_(None),
+            )
+            .values(**values, lease_owner=None, lease_expires_at=None, updated_at=now)
+        )
+        applied = self.database.write(lambda conn: conn.execute(statement).rowcount)
+        if not applied:
+            self.stats["stale"] += 1
+            logger.info(
+                "verification of integration %s discarded: the row changed during the check",
+                job.id,
+            )
+            return
+        status = values.get("status", Status.PENDING_VERIFY.value)
+        key = {"active": "active", "error": "error"}.get(status, "retry")
+        self.stats[key] += 1
+        logger.info(
+            "integration %s verification %s (attempt %d): %s -> %s",
+            job.id,
+            result.outcome,
+            job.attempt,
+            Status.PENDING_VERIFY.value,
+            status,
+        )
+
+    def _outcome_values(
+        self, job: VerificationJob, result: VerificationResult, now: dt.datetime
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "outcome": result.outcome.value,
+            "message": result.message,
+            "attempts": job.attempt,
+            "checked_at": isoformat_z(now),
+        }
+        if result.status_code is not None:
+            record["provider_status"] = result.status_code
+        if result.outcome is Outcome.ACCEPTED:
+            return {
+                "status": next_status(Action.VERIFICATION_ACCEPTED, Status.PENDING_VERIFY).value,
+                "verified_at": now,
+                "verification": record,
+                "next_verify_at": None,
+            }
+        if result.outcome is Outcome.REJECTED:
+            return {
+                "status": next_status(Action.VERIFICATION_REJECTED, Status.PENDING_VERIFY).value,
+                "verification": {**record, "error": result.message},
+                "next_verify_at": None,
+            }
+        if job.attempt >= self.settings.verify_max_attempts:
+            return {
+                "status": next_status(Action.VERIFICATION_GAVE_UP, Status.PENDING_VERIFY).value,
+                "verification": {
+                    **record,
+                    "error": f"Verification gave up after {job.attempt} attempts: {result.message}",
+                },
+                "next_verify_at": None,
+            }
+        delay = backoff_delay(
+            job.attempt,
+            base=self.settings.verify_backoff_base,
+            cap=self.settings.verify_backoff_max,
+            retry_after=result.retry_after,
+            rng=self._rng,
+        )
+        next_at = now + dt.timedelta(seconds=delay)
+        return {
+            "verification": {
+                **record,
+                "last_error": result.message,
+                "next_attempt_at": isoformat_z(next_at),
+            },
+            "next_verify_at": next_at,
+        }
+
+    def _release_leases(self) -> int:
+        """Return the leases of checks that did not finish; their attempt does not count."""
+        t = integrations
+        statement = (
+            t.update()
+            .where(t.c.lease_owner == self.owner)
+            .values(
+                lease_owner=None,
+                lease_expires_at=None,
+                verify_attempts=sa.func.max(t.c.verify_attempts - 1, 0)
+                if self.database.is_sqlite
+                else sa.func.greatest(t.c.verify_attempts - 1, 0),
+            )
+        )
+        return int(self.database.write(lambda conn: conn.execute(statement).rowcount))
