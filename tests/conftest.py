@@ -13,12 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from relaykit.testing.databases import throwaway_database_url
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a relaykit process under test: this test's home and database
+    (set by the autouse ``database_url`` fixture), no other RELAYKIT_* setting leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYKIT_")}
     env["RELAYKIT_HOME"] = str(home)
+    env["RELAYKIT_DATABASE_URL"] = os.environ.get(
+        "RELAYKIT_DATABASE_URL", f"sqlite:///{home / 'relaykit.sqlite3'}"
+    )
     env.update(extra or {})
     return env
 
@@ -86,6 +93,13 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+@pytest.fixture(autouse=True)
+def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with throwaway_database_url(tmp_path) as url:
+        monkeypatch.setenv("RELAYKIT_DATABASE_URL", url)
+        yield url
 
 
 @pytest.fixture

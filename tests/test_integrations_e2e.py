@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from relaykit.testing.databases import stored_text
+
 from .conftest import cli_env, run_cli, start_server, stop_server
 
 CANARY_SECRET = "sk_test_CANARY_5e0c7a1f9b3d"
@@ -33,7 +35,7 @@ def stripe_body() -> dict[str, object]:
     }
 
 
-def test_a_canary_secret_never_leaves_its_sealed_form(tmp_path: Path) -> None:
+def test_a_canary_secret_never_leaves_its_sealed_form(tmp_path: Path, database_url: str) -> None:
     home = tmp_path / "home"
     token = tenant_token(home)
     log = tmp_path / "server.log"
@@ -72,6 +74,7 @@ def test_a_canary_secret_never_leaves_its_sealed_form(tmp_path: Path) -> None:
         for path in home.rglob("*"):
             if path.is_file():
                 assert canary.encode() not in path.read_bytes(), f"{canary} in {path}"
+        assert canary.encode() not in stored_text(database_url)
 
 
 def test_fifty_concurrent_creates_over_http_give_exactly_one(server, home: Path) -> None:  # type: ignore[no-untyped-def]

@@ -7,11 +7,20 @@ import pytest
 
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
+from relaykit.testing.databases import throwaway_database_url
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env({"RELAYKIT_HOME": str(tmp_path / "home")})
+def database_url(tmp_path: Path) -> Iterator[str]:
+    with throwaway_database_url(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings.from_env(
+        {"RELAYKIT_HOME": str(tmp_path / "home"), "RELAYKIT_DATABASE_URL": database_url}
+    )
 
 
 @pytest.fixture

@@ -111,8 +111,10 @@ def test_plugins_add_commands_and_a_broken_one_is_reported(settings: Settings) -
     assert check.exit_code == 1 and "no commands today" in check.stderr
 
 
-def test_db_upgrade_creates_the_home(settings: Settings) -> None:
+def test_db_upgrade_creates_the_home_and_migrates(settings: Settings) -> None:
+    from relaykit.storage.schema import head_revision
+
     result = run(settings, ["db", "upgrade"])
     assert result.exit_code == 0
-    assert (settings.home / "relaykit.sqlite3").exists()
+    assert f"database at revision {head_revision()} (newest {head_revision()})" in result.stdout
     assert settings.home.stat().st_mode & 0o777 == 0o700

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from relaykit import CredentialField, Provider, VerificationResult, hookimpl
 from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage import tenants as store
+from relaykit.testing.databases import throwaway_database_url
 from relaykit_server import create_app
 from relaykit_server.state import AppResources
 
@@ -60,10 +61,20 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(tmp_path: Path) -> Iterator[str]:
+    with throwaway_database_url(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     # The API tests pin statuses themselves; the worker's own tests turn it on.
     return Settings.from_env(
-        {"RELAYKIT_HOME": str(tmp_path / "home"), "RELAYKIT_EMBEDDED_WORKER": "0"}
+        {
+            "RELAYKIT_HOME": str(tmp_path / "home"),
+            "RELAYKIT_DATABASE_URL": database_url,
+            "RELAYKIT_EMBEDDED_WORKER": "0",
+        }
     )
 
 

@@ -225,9 +225,15 @@ def db() -> None:
 @db.command("upgrade")
 @pass_state
 def db_upgrade(state: CliState) -> None:
-    """Bring the database schema up to date."""
-    database = state.database  # opening it creates what is missing
-    click.echo(f"database schema is up to date ({database.url.render_as_string()})")
+    """Migrate the database schema to the newest revision."""
+    from relaykit.storage.schema import current_revision, head_revision
+
+    database = state.database  # opening it migrates
+    revision = current_revision(database)
+    click.echo(
+        f"database at revision {revision} (newest {head_revision()}): "
+        f"{database.url.render_as_string(hide_password=True)}"
+    )
 
 
 def build_cli(plugin_manager: RelaykitPluginManager) -> click.Group:

@@ -21,7 +21,6 @@ import anyio.to_thread
 import sqlalchemy as sa
 
 from relaykit.settings import Settings
-from relaykit.storage.models import metadata
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -64,9 +63,6 @@ class Database:
             write = conn.get_execution_options().get(_WRITE_OPTION, False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-
     def read(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -93,11 +89,14 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(settings: Settings) -> Database:
-    """The database of ``settings``, its home folder made (mode 0700) and its schema in place."""
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    """The database of ``settings``, its home folder made (mode 0700), its schema migrated."""
+    from relaykit.storage.schema import upgrade
+
     ensure_home(settings.home)
     database = Database(settings.database_url)
-    database.create_schema()
+    if migrate:
+        upgrade(database)
     return database
 
 
