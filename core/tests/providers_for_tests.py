@@ -5,12 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+from relaykit.capabilities import MessageResult
+from relaykit.operations import OperationResult
 from relaykit.providers import Credentials
 from relaykit.verification import ProviderContext
 
 
 async def accept(credentials: Credentials, ctx: ProviderContext) -> VerificationResult:
     return VerificationResult.accepted()
+
+
+async def send(payload: Any, credentials: Credentials, ctx: Any) -> OperationResult:
+    return OperationResult.succeeded(
+        MessageResult(
+            provider_message_id="m1",
+            provider_status="queued",
+            to=payload.to,
+            from_=payload.from_ or "+15550100000",
+        )
+    )
 
 
 def make_provider(name: str = "acme", **overrides: Any) -> Provider:
@@ -25,6 +38,7 @@ def make_provider(name: str = "acme", **overrides: Any) -> Provider:
         },
         "api_base": f"https://api.{name}.example",
         "verify": accept,
+        "operations": {"send_sms": send},
     }
     fields.update(overrides)
     return Provider(**fields)

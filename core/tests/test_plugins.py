@@ -107,13 +107,16 @@ GOOD_PLUGIN = """
     async def verify(credentials, ctx):
         return VerificationResult.accepted()
 
+    async def send(payload, credentials, ctx):
+        raise NotImplementedError
+
     @hookimpl
     def relaykit_providers():
         yield Provider(
             name="{name}", display_name="{name}", category="communication",
             capabilities=("send_sms",),
             credential_schema={{"key": CredentialField(sensitive=True)}},
-            api_base="https://example.invalid", verify=verify,
+            api_base="https://example.invalid", verify=verify, operations={{"send_sms": send}},
         )
 """
 

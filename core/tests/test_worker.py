@@ -23,6 +23,8 @@ from relaykit.storage.database import Database
 from relaykit.storage.models import integrations
 from relaykit.worker import VerificationWorker, backoff_delay
 
+from .providers_for_tests import send
+
 SECRET = "tok_canary_4e5f6a7b8c"
 
 
@@ -45,6 +47,7 @@ PROVIDER = Provider(
     credential_schema={"api_key": CredentialField(sensitive=True), "account": CredentialField()},
     api_base="https://api.acme.example",
     verify=verify,
+    operations={"send_sms": send},
 )
 
 

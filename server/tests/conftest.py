@@ -8,6 +8,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+from relaykit.capabilities import MessageResult, PaymentResult, RefundResult
+from relaykit.operations import OperationResult
 from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage import tenants as store
@@ -18,6 +20,39 @@ from relaykit_server.state import AppResources
 
 async def _accept(credentials: Any, ctx: Any) -> VerificationResult:
     return VerificationResult.accepted()
+
+
+async def _send(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
+    return OperationResult.succeeded(
+        MessageResult(
+            provider_message_id=f"msg-{ctx.operation_id}",
+            provider_status="queued",
+            to=payload.to,
+            from_=payload.from_ or credentials["from_number"],
+        )
+    )
+
+
+async def _pay(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
+    return OperationResult.succeeded(
+        PaymentResult(
+            provider_payment_id=f"pay-{ctx.idempotency_key}",
+            provider_status="requires_payment_method",
+            amount=getattr(payload, "amount", None) or 100,
+            currency=getattr(payload, "currency", "usd"),
+        )
+    )
+
+
+async def _refund(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
+    return OperationResult.succeeded(
+        RefundResult(
+            provider_refund_id="re_1",
+            provider_status="succeeded",
+            payment_id=payload.payment_id,
+            amount=payload.amount or 100,
+        )
+    )
 
 
 # Providers shaped like the contract's examples; the real plugins are not installed in this env.
@@ -33,6 +68,7 @@ PAYMENTS = Provider(
     },
     api_base="https://api.paymo.example",
     verify=_accept,
+    operations={"initiate_payment": _pay, "process_refund": _refund, "verify_payment": _pay},
 )
 MESSAGING = Provider(
     name="textly",
@@ -46,6 +82,7 @@ MESSAGING = Provider(
     },
     api_base="https://api.textly.example",
     verify=_accept,
+    operations={"send_sms": _send, "send_whatsapp": _send},
 )
 
 

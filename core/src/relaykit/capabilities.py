@@ -1,10 +1,19 @@
-"""The standard capability names. Any provider with a capability can serve its requests.
+"""Capabilities and their contracts: the input and output of each, defined once in the core.
 
-The input and output contract of each capability lives in the core, so that routing can move
-a request from one provider to another; plugins use these names rather than spelling them.
+Any provider with a capability serves the same input and returns the same output, so routing
+can move a request from one provider to another. A plugin may declare a capability of its
+own with its contract (``relaykit_capabilities`` hook).
+
+Inputs are decoded from the request body strictly (unknown fields refused); outputs are what
+``result`` holds in an operation's response.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
 
 SEND_SMS = "send_sms"
 SEND_WHATSAPP = "send_whatsapp"
@@ -19,3 +28,123 @@ STANDARD_CAPABILITIES = (
     PROCESS_REFUND,
     VERIFY_PAYMENT,
 )
+
+E164 = r"^\+[1-9]\d{1,14}$"
+PhoneNumber = Annotated[str, msgspec.Meta(pattern=E164, description="E.164, e.g. +15550100000")]
+MinorUnits = Annotated[
+    int, msgspec.Meta(gt=0, le=99_999_999_99, description="amount in minor units")
+]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{3}$", description="ISO 4217, lowercase")]
+ProviderId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class SendMessageInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``send_sms`` and ``send_whatsapp``. ``from`` defaults to the integration's number."""
+
+    to: PhoneNumber
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=1600)]
+    from_: PhoneNumber | None = msgspec.field(default=None, name="from")
+
+
+class MessageResult(msgspec.Struct, frozen=True, kw_only=True):
+    provider_message_id: str
+    provider_status: str
+    to: str
+    from_: str = msgspec.field(name="from")
+
+
+class InitiatePaymentInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    amount: MinorUnits
+    currency: Currency
+    description: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    metadata: (
+        dict[
+            Annotated[str, msgspec.Meta(max_length=40)],
+            Annotated[str, msgspec.Meta(max_length=500)],
+        ]
+        | None
+    ) = None
+
+
+class PaymentResult(msgspec.Struct, frozen=True, kw_only=True):
+    provider_payment_id: str
+    provider_status: str
+    amount: int
+    currency: str
+
+
+class ProcessRefundInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    payment_id: ProviderId
+    amount: MinorUnits | None = None
+
+
+class RefundResult(msgspec.Struct, frozen=True, kw_only=True):
+    provider_refund_id: str
+    provider_status: str
+    payment_id: str
+    amount: int
+
+
+class VerifyPaymentInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    payment_id: ProviderId
+
+
+class CapabilityContract(msgspec.Struct, frozen=True):
+    """A capability's name and the Structs its input is decoded into and its output is."""
+
+    name: str
+    input: type[msgspec.Struct]
+    output: type[msgspec.Struct]
+    description: str = ""
+
+
+STANDARD_CONTRACTS: dict[str, CapabilityContract] = {
+    c.name: c
+    for c in (
+        CapabilityContract(SEND_SMS, SendMessageInput, MessageResult, "Send a text message"),
+        CapabilityContract(
+            SEND_WHATSAPP, SendMessageInput, MessageResult, "Send a WhatsApp message"
+        ),
+        CapabilityContract(
+            INITIATE_PAYMENT, InitiatePaymentInput, PaymentResult, "Create a payment"
+        ),
+        CapabilityContract(PROCESS_REFUND, ProcessRefundInput, RefundResult, "Refund a payment"),
+        CapabilityContract(
+            VERIFY_PAYMENT, VerifyPaymentInput, PaymentResult, "Look up a payment's status"
+        ),
+    )
+}
+
+
+def decode_input(contract: CapabilityContract, payload: Any) -> msgspec.Struct:
+    """``payload`` (decoded JSON) as the contract's input; ValidationError keyed by field."""
+    from relaykit.errors import ValidationError
+
+    if not isinstance(payload, dict):
+        raise ValidationError({"body": ["The request body must be a JSON object."]})
+    try:
+        return msgspec.convert(payload, contract.input)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(_errors_from(str(exc))) from None
+
+
+_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _errors_from(message: str) -> dict[str, list[str]]:
+    """msgspec's single error message (``Expected `int`, got `str` - at `$.amount```),
+    keyed by field the way the API keys errors."""
+    match = _PATH.search(message)
+    prefix = ""
+    if match:
+        prefix = match.group(1).split("[")[0].split(".")[0]
+        message = message[: match.start()]
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        field = f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)
+        return {field: ["This field is not allowed."]}
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing:
+        field = f"{prefix}.{missing.group(1)}" if prefix else missing.group(1)
+        return {field: [f"The {field} field is required."]}
+    return {prefix or "body": [message.rstrip(".") + "."]}

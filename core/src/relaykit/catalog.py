@@ -9,12 +9,16 @@ would win?): it raises :class:`DuplicateProviderError`, naming both distribution
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from relaykit.capabilities import STANDARD_CONTRACTS, CapabilityContract
 from relaykit.errors import RelaykitError
 from relaykit.plugins import PluginLoadError, describe_exception
-from relaykit.providers import Provider, provider_problems
+from relaykit.providers import SLUG_PATTERN, Provider, provider_problems
 
 if TYPE_CHECKING:
     from relaykit.plugins import RelaykitPluginManager
@@ -34,18 +38,22 @@ class DuplicateProviderError(RelaykitError):
 
 
 class Catalog:
-    """The loaded providers, sorted by name, plus the problems met while loading them."""
+    """The loaded providers, sorted by name, the capability contracts, and the problems met
+    while loading them."""
 
-    __slots__ = ("_by_name", "distributions", "errors", "providers")
+    __slots__ = ("_by_name", "contracts", "distributions", "errors", "providers")
 
     def __init__(
         self,
         providers: tuple[Provider, ...],
         errors: tuple[PluginLoadError, ...],
         distributions: dict[str, str],
+        contracts: Mapping[str, CapabilityContract] | None = None,
     ) -> None:
         self.providers = providers
         self.errors = errors
+        #: capability name -> contract: the standard ones and those plugins declared
+        self.contracts = MappingProxyType(dict(contracts or STANDARD_CONTRACTS))
         #: provider name -> the distribution that ships it
         self.distributions = distributions
         self._by_name = {p.name: p for p in providers}
@@ -76,6 +84,8 @@ def build_catalog(pm: RelaykitPluginManager) -> Catalog:
         logger.error("skipping provider from %s (%s): %s", distribution, plugin, error)
         errors.append(PluginLoadError(distribution, plugin, error))
 
+    contracts = _collect_contracts(pm, skip)
+
     # pluggy lists implementations last-registered first; sort for a stable report.
     impls = sorted(pm.hook.relaykit_providers.get_hookimpls(), key=lambda impl: impl.plugin_name)
     for impl in impls:
@@ -91,7 +101,7 @@ def build_catalog(pm: RelaykitPluginManager) -> Catalog:
             )
             continue
         for provider in declared:
-            problems = provider_problems(provider)
+            problems = provider_problems(provider, contracts)
             if problems:
                 label = getattr(provider, "name", None)
                 what = f"provider {label!r}" if isinstance(label, str) else "a provider"
@@ -103,4 +113,46 @@ def build_catalog(pm: RelaykitPluginManager) -> Catalog:
             found[provider.name] = provider
             owners[provider.name] = distribution
     ordered = tuple(sorted(found.values(), key=lambda p: p.name))
-    return Catalog(ordered, tuple(errors), owners)
+    return Catalog(ordered, tuple(errors), owners, contracts)
+
+
+def _collect_contracts(
+    pm: RelaykitPluginManager, skip: Callable[[str, str, str], None]
+) -> dict[str, CapabilityContract]:
+    contracts = dict(STANDARD_CONTRACTS)
+    owners: dict[str, str] = {}
+    for impl in sorted(pm.hook.relaykit_capabilities.get_hookimpls(), key=lambda i: i.plugin_name):
+        distribution = pm.distribution_of(impl.plugin)
+        try:
+            declared: Any = impl.function()
+            items = [declared] if isinstance(declared, CapabilityContract) else list(declared or ())
+        except Exception as exc:
+            skip(
+                distribution,
+                impl.plugin_name,
+                f"relaykit_capabilities raised {describe_exception(exc)}",
+            )
+            continue
+        for contract in items:
+            problem = _contract_problem(contract)
+            if problem is None and contract.name in contracts:
+                first = owners.get(contract.name, "relaykit (standard)")
+                problem = f"capability {contract.name!r} is already declared by {first}"
+            if problem is not None:
+                skip(distribution, impl.plugin_name, problem)
+                continue
+            contracts[contract.name] = contract
+            owners[contract.name] = distribution
+    return contracts
+
+
+def _contract_problem(contract: object) -> str | None:
+    if not isinstance(contract, CapabilityContract):
+        return f"expected a CapabilityContract, got {type(contract).__name__}"
+    if not SLUG_PATTERN.match(contract.name):
+        return f"capability {contract.name!r} is not a slug"
+    for side in ("input", "output"):
+        kind = getattr(contract, side)
+        if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+            return f"capability {contract.name!r}: {side} must be a msgspec.Struct class"
+    return None

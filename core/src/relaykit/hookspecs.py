@@ -22,6 +22,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from relaykit.capabilities import CapabilityContract
     from relaykit.providers import Provider
 
 PROJECT_NAME = "relaykit"
@@ -65,6 +66,36 @@ class RelaykitSpecs:
                         api_base="https://api.acme.example",
                         verify=verify,
                     )
+        """
+        raise NotImplementedError
+
+    @hookspec
+    def relaykit_capabilities(self) -> Iterable[CapabilityContract]:
+        """Declare capabilities beyond the standard ones, each with its contract.
+
+        A capability's contract is its input and output Structs; any provider offering the
+        capability serves that input and returns that output, so routing can fall back from
+        one provider to another. Standard capabilities (``send_sms`` …) need no declaration;
+        declaring one of their names again is an error.
+
+        Example:
+            .. code-block:: python
+
+                import msgspec
+                from relaykit import hookimpl
+                from relaykit.capabilities import CapabilityContract
+
+                class SendFaxInput(msgspec.Struct, forbid_unknown_fields=True):
+                    to: str
+                    document_url: str
+
+                class FaxResult(msgspec.Struct):
+                    provider_fax_id: str
+                    provider_status: str
+
+                @hookimpl
+                def relaykit_capabilities():
+                    yield CapabilityContract("send_fax", SendFaxInput, FaxResult, "Send a fax")
         """
         raise NotImplementedError
 

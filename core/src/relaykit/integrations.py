@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from relaykit.catalog import Catalog
 from relaykit.errors import NotFoundError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Action, Status, next_status
+from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
 from relaykit.providers import STANDARD_CATEGORIES, Provider
 from relaykit.sealing import KeyProvider, SealContext, open_credentials, seal_credentials
 from relaykit.storage import integrations as rows
@@ -34,8 +34,6 @@ from relaykit.validation import (
 
 logger = logging.getLogger("relaykit.integrations")
 
-DEFAULT_PER_PAGE = 25
-MAX_PER_PAGE = 100
 DUPLICATE_MESSAGE = "An integration for this provider already exists."
 NOT_FOUND_MESSAGE = "Integration not found."
 
@@ -54,17 +52,6 @@ class IntegrationView(msgspec.Struct, frozen=True):
     verified_at: str | None
     created_at: str
     updated_at: str
-
-
-class Page(msgspec.Struct, frozen=True):
-    items: list[IntegrationView]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def last_page(self) -> int:
-        return max(1, math.ceil(self.total / self.per_page))
 
 
 class IntegrationService:
@@ -97,10 +84,10 @@ class IntegrationService:
         category: str | None = None,
         page: int = 1,
         per_page: int = DEFAULT_PER_PAGE,
-    ) -> Page:
+    ) -> Page[IntegrationView]:
         self._check_filters(status, category, page, per_page)
 
-        def query(conn: sa.Connection) -> Page:
+        def query(conn: sa.Connection) -> Page[IntegrationView]:
             found, total = rows.page(
                 conn,
                 tenant_id,
@@ -117,21 +104,10 @@ class IntegrationService:
         self, status: str | None, category: str | None, page: int, per_page: int
     ) -> None:
         errors: dict[str, list[str]] = {}
-        if status is not None and status not in Status.__members__.values():
-            errors["status"] = [
-                "The selected status is invalid. Use one of: "
-                + ", ".join(s.value for s in Status)
-                + "."
-            ]
+        check_choice("status", status, [s.value for s in Status], errors)
         categories = sorted({*STANDARD_CATEGORIES, *(p.category for p in self.catalog)})
-        if category is not None and category not in categories:
-            errors["category"] = [
-                f"The selected category is invalid. Use one of: {', '.join(categories)}."
-            ]
-        if page < 1:
-            errors["page"] = ["The page must be at least 1."]
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            errors["per_page"] = [f"The per_page must be between 1 and {MAX_PER_PAGE}."]
+        check_choice("category", category, categories, errors)
+        check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)
 

@@ -9,13 +9,14 @@ the data alone (:func:`Provider.describe`); callables never reach the wire.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 if TYPE_CHECKING:
+    from relaykit.operations import OperationHandler
     from relaykit.verification import ProviderContext, VerificationResult
 
 #: Provider names, capability names, categories and credential field names are slugs:
@@ -66,6 +67,8 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
         verify: ``async (credentials, ctx) -> VerificationResult``; makes the provider's
             cheapest authenticated read. It may raise ``httpx`` transport errors: the core
             classifies them (see :func:`relaykit.verification.run_verifier`).
+        operations: capability name -> ``async (payload, credentials, ctx) ->
+            OperationResult`` (see :mod:`relaykit.operations`); one for every capability.
     """
 
     name: str
@@ -75,12 +78,17 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     credential_schema: Mapping[str, CredentialField]
     api_base: str
     verify: Verifier
+    operations: Mapping[str, OperationHandler] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Freeze the mapping so a record shared by the catalog cannot be changed in place.
         if not isinstance(self.credential_schema, MappingProxyType):
             msgspec.structs.force_setattr(
                 self, "credential_schema", MappingProxyType(dict(self.credential_schema))
+            )
+        if not isinstance(self.operations, MappingProxyType):
+            msgspec.structs.force_setattr(
+                self, "operations", MappingProxyType(dict(self.operations))
             )
         if not isinstance(self.capabilities, tuple):
             msgspec.structs.force_setattr(self, "capabilities", tuple(self.capabilities))
@@ -119,8 +127,11 @@ class ProviderInfo(msgspec.Struct, frozen=True):
     credential_schema: dict[str, CredentialFieldInfo]
 
 
-def provider_problems(provider: object) -> list[str]:
+def provider_problems(provider: object, known_capabilities: Collection[str] = ()) -> list[str]:
     """Everything wrong with what a plugin returned as a provider, as readable sentences.
+
+    ``known_capabilities`` are the capabilities with a contract (the standard ones and those
+    plugins declare); a provider may only offer those, with a handler for each.
 
     An empty list means the record is well-formed. The catalog skips a provider with
     problems and reports them against the plugin's distribution.
@@ -141,6 +152,15 @@ def provider_problems(provider: object) -> list[str]:
         problems.append("capabilities must name at least one capability")
     for capability in provider.capabilities:
         check_slug("capability", capability)
+        if known_capabilities and capability not in known_capabilities:
+            problems.append(
+                f"capability {capability!r} has no contract: declare it with relaykit_capabilities"
+            )
+        if not callable(provider.operations.get(capability)):
+            problems.append(f"capability {capability!r} has no operation handler")
+    for capability in provider.operations:
+        if capability not in provider.capabilities:
+            problems.append(f"operation handler for undeclared capability {capability!r}")
     if len(set(provider.capabilities)) != len(provider.capabilities):
         problems.append("capabilities are listed more than once")
     if not provider.credential_schema:

@@ -124,7 +124,99 @@ class Integration(SQLModel, table=True):
     deleted_at: dt.datetime | None = _ts(nullable=True)
 
 
+def _fk(target: str, *, nullable: bool = False) -> Any:
+    return Field(
+        sa_column=sa.Column(
+            sa.String(26), sa.ForeignKey(target, ondelete="CASCADE"), nullable=nullable
+        )
+    )
+
+
+class RoutingRule(SQLModel, table=True):
+    """Which integration serves a capability for a tenant, and which one takes over."""
+
+    __tablename__ = "routing_rules"
+    __table_args__ = (
+        sa.Index("ix_routing_rules_tenant_capability", "tenant_id", "capability"),
+        # At most one default per tenant and capability, enforced by the database.
+        sa.Index(
+            "uq_routing_rules_default",
+            "tenant_id",
+            "capability",
+            unique=True,
+            sqlite_where=sa.text("is_default"),
+            postgresql_where=sa.text("is_default"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    tenant_id: str = _fk("tenants.id")
+    capability: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    integration_id: str = _fk("integrations.id")
+    fallback_integration_id: str | None = _fk("integrations.id", nullable=True)
+    is_default: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    priority: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+
+
+class Operation(SQLModel, table=True):
+    """One request to do something (send an SMS, take a payment), however many tries."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        sa.Index(
+            "uq_operations_idempotency_key",
+            "tenant_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    tenant_id: str = _fk("tenants.id")
+    capability: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    integration_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(26)))
+    idempotency_key: str | None = Field(default=None, sa_column=sa.Column(sa.String(255)))
+    request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    #: the response as first given (status code and body), replayed for a repeated key
+    response: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    created_at: dt.datetime = _ts()
+    completed_at: dt.datetime | None = _ts(nullable=True)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One try of an operation with one integration."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        sa.Index("ix_delivery_attempts_tenant_id_id", "tenant_id", "id"),
+        sa.Index("ix_delivery_attempts_operation", "operation_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    tenant_id: str = _fk("tenants.id")
+    operation_id: str = _fk("operations.id")
+    integration_id: str = _fk("integrations.id")
+    provider: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    capability: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    outcome: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    provider_status_code: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
+    provider_code: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    message: str = Field(sa_column=sa.Column(sa.String(500), nullable=False))
+    duration_ms: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    started_at: dt.datetime = _ts()
+    completed_at: dt.datetime = _ts()
+
+
 tenants = Tenant.__table__  # type: ignore[attr-defined]
 api_tokens = ApiToken.__table__  # type: ignore[attr-defined]
 integrations = Integration.__table__  # type: ignore[attr-defined]
+routing_rules = RoutingRule.__table__  # type: ignore[attr-defined]
+operations = Operation.__table__  # type: ignore[attr-defined]
+delivery_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata

@@ -7,70 +7,22 @@ live in :mod:`relaykit.validation` and :mod:`relaykit.integrations`.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import urlencode
+from typing import Any
 
-import anyio.to_thread
-import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath
 
-from relaykit.errors import ValidationError
-from relaykit.integrations import DEFAULT_PER_PAGE, IntegrationService, Page
-from relaykit_server.auth import Principal
+from relaykit.integrations import IntegrationService
+
 from relaykit_server.envelope import success
-from relaykit_server.errors import MalformedBodyError
+from relaykit_server.requests import ApiRequest, in_thread, paginated, paging, read_json
 from relaykit_server.state import AppResources
 
-T = TypeVar("T")
-ApiRequest = Request[Principal, Any, Any]
 BASE_PATH = "/api/v1/integrations"
-
-
-async def read_json(request: ApiRequest) -> Any:
-    body = await request.body()
-    if not body.strip():
-        raise ValidationError({"body": ["The request body must be a JSON object."]})
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise MalformedBodyError("The request body is not valid JSON.") from None
-    except RecursionError:
-        raise ValidationError({"body": ["The request body is nested too deeply."]}) from None
-
-
-async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
 def service_of(request: ApiRequest) -> IntegrationService:
     return AppResources.of(request.app).integrations
-
-
-def _int_param(request: ApiRequest, name: str, default: int, errors: dict[str, list[str]]) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        errors[name] = [f"The {name} must be an integer."]
-        return default
-
-
-def _links(page: Page, filters: dict[str, str]) -> dict[str, str | None]:
-    def url(number: int) -> str:
-        return f"{BASE_PATH}?{urlencode({**filters, 'page': number})}"
-
-    last = page.last_page
-    return {
-        "first": url(1),
-        "last": url(last),
-        "prev": url(page.page - 1) if 1 < page.page <= last + 1 else None,
-        "next": url(page.page + 1) if page.page < last else None,
-    }
 
 
 class IntegrationsController(Controller):
@@ -79,11 +31,7 @@ class IntegrationsController(Controller):
 
     @get("/", summary="List integrations")
     async def list_integrations(self, request: ApiRequest) -> Response[Any]:
-        errors: dict[str, list[str]] = {}
-        page_number = _int_param(request, "page", 1, errors)
-        per_page = _int_param(request, "per_page", DEFAULT_PER_PAGE, errors)
-        if errors:
-            raise ValidationError(errors)
+        page_number, per_page = paging(request)
         status = request.query_params.get("status") or None
         category = request.query_params.get("category") or None
         page = await in_thread(
@@ -94,19 +42,7 @@ class IntegrationsController(Controller):
             page=page_number,
             per_page=per_page,
         )
-        filters = {k: v for k, v in (("status", status), ("category", category)) if v}
-        if "per_page" in request.query_params:
-            filters["per_page"] = str(per_page)
-        return success(
-            page.items,
-            meta={
-                "current_page": page.page,
-                "per_page": page.per_page,
-                "total": page.total,
-                "last_page": page.last_page,
-            },
-            links=_links(page, filters),
-        )
+        return paginated(request, page, BASE_PATH, {"status": status, "category": category})
 
     @post("/", summary="Configure an integration")
     async def create_integration(self, request: ApiRequest) -> Response[Any]:
@@ -142,7 +78,9 @@ class IntegrationsController(Controller):
     async def activate_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await in_thread(service_of(request).activate, request.user.tenant_id, integration_id)
+        view = await in_thread(
+            service_of(request).activate, request.user.tenant_id, integration_id
+        )
         return success(view, message="Integration activated successfully")
 
     @post("/{integration_id:str}/disable", summary="Disable an integration", status_code=200)

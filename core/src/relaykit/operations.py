@@ -1,0 +1,184 @@
+"""Operations: what a provider's handler answers, and the safe runner the dispatcher uses.
+
+A handler is ``async (payload, credentials, ctx) -> OperationResult``; ``payload`` is the
+capability's input Struct (see :mod:`relaykit.capabilities`), ``ctx`` an
+:class:`OperationContext`. It answers one of:
+
+* ``succeeded``, with the capability's output Struct;
+* ``transient``: the provider did not do it and another may (5xx, 429, refused connection):
+  the dispatcher moves on to the fallback;
+* ``auth_failed``: the provider refused the credentials (401/403): the integration moves to
+  ``error`` and the dispatcher moves on to the fallback;
+* ``rejected``: the provider refused the request itself (a bad number, a declined card):
+  another provider would refuse it too, so the dispatcher stops and reports it;
+* ``unknown``: the request was sent and no answer came (a read timeout, a dropped
+  connection): it may have been done. The dispatcher does not try another provider, which
+  could deliver the message or take the payment twice, and reports it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+import msgspec
+
+from relaykit.providers import Credentials
+from relaykit.verification import (
+    MAX_MESSAGE_LENGTH,
+    ProviderContext,
+    json_body,
+    parse_retry_after,
+    redact,
+)
+
+
+class OperationOutcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    TRANSIENT = "transient"
+    AUTH_FAILED = "auth_failed"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+class OperationResult(msgspec.Struct, frozen=True, kw_only=True):
+    outcome: OperationOutcome
+    result: Any = None
+    message: str = ""
+    status_code: int | None = None
+    provider_code: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def succeeded(
+        cls, result: msgspec.Struct, *, status_code: int | None = None
+    ) -> OperationResult:
+        return cls(outcome=OperationOutcome.SUCCEEDED, result=result, status_code=status_code)
+
+    @classmethod
+    def failed(
+        cls,
+        outcome: OperationOutcome,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> OperationResult:
+        return cls(
+            outcome=outcome,
+            message=message,
+            status_code=status_code,
+            provider_code=provider_code,
+            retry_after=retry_after,
+        )
+
+
+class OperationContext(ProviderContext):
+    """:class:`ProviderContext` plus what one operation carries.
+
+    ``idempotency_key`` is the same across every try of one operation (the client's
+    ``Idempotency-Key``, or the operation id): a provider that supports keys gets it, so a
+    retried request is not done twice.
+    """
+
+    __slots__ = ("idempotency_key", "operation_id")
+
+    def __init__(
+        self, http: httpx.AsyncClient, api_base: str, *, operation_id: str, idempotency_key: str
+    ) -> None:
+        super().__init__(http, api_base)
+        self.operation_id = operation_id
+        self.idempotency_key = idempotency_key
+
+
+OperationHandler = Callable[[Any, Credentials, OperationContext], Awaitable[OperationResult]]
+
+
+def classify_operation_response(
+    response: httpx.Response,
+    *,
+    error_message: Callable[[Any], str | None],
+    error_code: Callable[[Any], str | None] = lambda body: None,
+) -> OperationResult | None:
+    """Classify a provider's answer to an operation by status; ``None`` for a 2xx to read."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    body = json_body(response)
+    message = _safe(error_message, body) or f"HTTP {status} {response.reason_phrase}".strip()
+    code = _safe(error_code, body)
+    if status in (401, 403):
+        outcome = OperationOutcome.AUTH_FAILED
+    elif status in (408, 429) or status >= 500:
+        outcome = OperationOutcome.TRANSIENT
+    elif 400 <= status < 500:
+        outcome = OperationOutcome.REJECTED
+    else:
+        outcome = OperationOutcome.UNKNOWN
+    return OperationResult.failed(
+        outcome,
+        message,
+        status_code=status,
+        provider_code=str(code) if code is not None else None,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def _safe(extract: Callable[[Any], Any], body: Any) -> str | None:
+    try:
+        value = extract(body)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+async def run_operation(
+    handler: OperationHandler,
+    payload: msgspec.Struct,
+    credentials: Credentials,
+    ctx: OperationContext,
+    *,
+    output: type[msgspec.Struct],
+    secrets: Mapping[str, Any],
+) -> OperationResult:
+    """Call ``handler``; never raises. Transport errors are classified by whether the request
+    can have reached the provider; messages are redacted of ``secrets`` and bounded."""
+    try:
+        result = await handler(payload, credentials, ctx)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        result = OperationResult.failed(
+            OperationOutcome.TRANSIENT, f"could not reach the provider ({type(exc).__name__})"
+        )
+    except httpx.TimeoutException:
+        result = OperationResult.failed(
+            OperationOutcome.UNKNOWN, "the provider did not answer in time; it may have acted"
+        )
+    except httpx.TransportError as exc:
+        result = OperationResult.failed(
+            OperationOutcome.UNKNOWN,
+            f"the connection to the provider failed mid-request ({type(exc).__name__})",
+        )
+    except Exception as exc:
+        result = OperationResult.failed(
+            OperationOutcome.UNKNOWN, f"the operation handler failed ({type(exc).__name__})"
+        )
+    if not isinstance(result, OperationResult):
+        result = OperationResult.failed(
+            OperationOutcome.UNKNOWN, f"the handler returned {type(result).__name__}"
+        )
+    if result.outcome is OperationOutcome.SUCCEEDED and not isinstance(result.result, output):
+        result = OperationResult.failed(
+            OperationOutcome.UNKNOWN,
+            f"the handler's result is not a {output.__name__}",
+            status_code=result.status_code,
+        )
+    message = redact(result.message, secrets)[:MAX_MESSAGE_LENGTH]
+    if message != result.message:
+        result = msgspec.structs.replace(result, message=message)
+    return result

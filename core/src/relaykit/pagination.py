@@ -1,0 +1,49 @@
+"""Pages of a list, as every list endpoint of the API pages: ``page`` from 1, ``per_page``
+from 1 to 100 (default 25), newest rows last (ids are ULIDs, so id order is creation order)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from relaykit.errors import ValidationError
+
+DEFAULT_PER_PAGE = 25
+MAX_PER_PAGE = 100
+
+T = TypeVar("T")
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True):
+    items: list[T]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def last_page(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def check_page(page: int, per_page: int, errors: dict[str, list[str]] | None = None) -> None:
+    """Add page/per_page problems to ``errors``, or raise them when no dict is given."""
+    found: dict[str, list[str]] = {} if errors is None else errors
+    if page < 1:
+        found["page"] = ["The page must be at least 1."]
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        found["per_page"] = [f"The per_page must be between 1 and {MAX_PER_PAGE}."]
+    if errors is None and found:
+        raise ValidationError(found)
+
+
+def check_choice(
+    name: str, value: Any, choices: list[str] | tuple[str, ...], errors: dict[str, list[str]]
+) -> None:
+    if value is not None and value not in choices:
+        errors[name] = [f"The selected {name} is invalid. Use one of: {', '.join(choices)}."]

@@ -1,0 +1,52 @@
+"""The Plivo provider for relaykit (entry point ``relaykit: plivo``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from relaykit import CredentialField, Provider, capabilities, hookimpl
+from relaykit_plivo.verifier import verify
+
+API_BASE = "https://api.plivo.com"
+
+#: A sender number in E.164. ``[0-9]`` rather than ``\d``: Python's ``\d`` also matches
+#: non-ASCII digits (Arabic-Indic U+0660-U+0669 and others), which no carrier takes.
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+
+PROVIDER = Provider(
+    name="plivo",
+    display_name="Plivo",
+    category="communication",
+    capabilities=(capabilities.SEND_SMS, capabilities.SEND_WHATSAPP),
+    credential_schema={
+        # No MA…/SA… pattern: as with Twilio's SID, Plivo is the judge of an Auth ID, and a
+        # strict pattern here would turn Plivo's clear rejection into a bare format error.
+        "auth_id": CredentialField(
+            description="Auth ID (MA… or SA… for a subaccount), the user name of Plivo's "
+            "HTTP Basic auth",
+            max_length=64,
+        ),
+        "auth_token": CredentialField(
+            sensitive=True,
+            description="Auth Token, the password of Plivo's HTTP Basic auth",
+            max_length=255,
+        ),
+        "from_number": CredentialField(
+            description="Sender number in E.164 (+15550100000)",
+            pattern=E164_PATTERN,
+            max_length=16,
+        ),
+    },
+    api_base=API_BASE,
+    verify=verify,
+)
+
+
+@hookimpl
+def relaykit_providers() -> Iterator[Provider]:
+    """Declare the Plivo provider.
+
+    Yields:
+        The one :class:`relaykit.Provider` record this plugin ships.
+    """
+    yield PROVIDER

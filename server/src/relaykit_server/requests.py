@@ -1,0 +1,95 @@
+"""What every controller needs from a request: the JSON body, paging parameters, a thread
+hop for the synchronous services, and the paginated response."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import anyio.to_thread
+import msgspec
+from litestar import Request, Response
+
+from relaykit.errors import ValidationError
+from relaykit.pagination import DEFAULT_PER_PAGE, Page
+
+from relaykit_server.auth import Principal
+from relaykit_server.envelope import success
+from relaykit_server.errors import MalformedBodyError
+
+T = TypeVar("T")
+ApiRequest = Request[Principal, Any, Any]
+
+
+async def read_json(request: ApiRequest) -> Any:
+    """The body as JSON: 400 if it is not JSON, 422 if empty or nested past the decoder."""
+    body = await request.body()
+    if not body.strip():
+        raise ValidationError({"body": ["The request body must be a JSON object."]})
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise MalformedBodyError("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise ValidationError({"body": ["The request body is nested too deeply."]}) from None
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a synchronous service call (one transaction) in a worker thread."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def int_param(request: ApiRequest, name: str, default: int, errors: dict[str, list[str]]) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        errors[name] = [f"The {name} must be an integer."]
+        return default
+
+
+def paging(request: ApiRequest) -> tuple[int, int]:
+    """``(page, per_page)`` from the query; a non-integer is a 422 keyed by the parameter."""
+    errors: dict[str, list[str]] = {}
+    page = int_param(request, "page", 1, errors)
+    per_page = int_param(request, "per_page", DEFAULT_PER_PAGE, errors)
+    if errors:
+        raise ValidationError(errors)
+    return page, per_page
+
+
+def paginated(
+    request: ApiRequest, page: Page[Any], base_path: str, filters: dict[str, str | None]
+) -> Response[Any]:
+    """The contract's list response: ``data``, ``meta`` and ``links``.
+
+    The links keep the request's filters and ``per_page`` (when given), so following
+    ``next`` stays in the same list.
+    """
+    kept = {key: value for key, value in filters.items() if value}
+    if "per_page" in request.query_params:
+        kept["per_page"] = str(page.per_page)
+
+    def url(number: int) -> str:
+        return f"{base_path}?{urlencode({**kept, 'page': number})}"
+
+    last = page.last_page
+    return success(
+        page.items,
+        meta={
+            "current_page": page.page,
+            "per_page": page.per_page,
+            "total": page.total,
+            "last_page": last,
+        },
+        links={
+            "first": url(1),
+            "last": url(last),
+            "prev": url(page.page - 1) if 1 < page.page <= last + 1 else None,
+            "next": url(page.page + 1) if page.page < last else None,
+        },
+    )
