@@ -18,11 +18,22 @@ pytestmark = pytest.mark.slow
 PLUGIN_SOURCE = """
 from relaykit import CredentialField, Provider, VerificationResult, hookimpl
 
+from relaykit.capabilities import MessageResult
+from relaykit.operations import OperationResult
+
 async def verify(credentials, ctx):
     response = await ctx.http.get("/v1/me", auth=(credentials["api_key"], ""))
     if response.status_code == 200:
         return VerificationResult.accepted()
     return VerificationResult.rejected(f"HTTP {{response.status_code}}")
+
+async def send_sms(payload, credentials, ctx):
+    response = await ctx.http.post("/v1/sms", json={{"to": payload.to, "text": payload.body}})
+    body = response.json()
+    return OperationResult.succeeded(
+        MessageResult(provider_message_id=body["id"], provider_status="sent",
+                      to=payload.to, from_=payload.from_ or credentials.get("sender") or "")
+    )
 
 @hookimpl
 def relaykit_providers():
@@ -37,6 +48,7 @@ def relaykit_providers():
         }},
         api_base="https://api.example.invalid",
         verify=verify,
+        operations={{"send_sms": send_sms}},
     )
 """
 

@@ -4,12 +4,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from relaykit import CredentialField, Provider, VerificationResult, hookimpl
 from relaykit.capabilities import MessageResult, PaymentResult, RefundResult
-from relaykit.operations import OperationResult
+from relaykit.operations import OperationOutcome, OperationResult
 from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage import tenants as store
@@ -22,7 +23,33 @@ async def _accept(credentials: Any, ctx: Any) -> VerificationResult:
     return VerificationResult.accepted()
 
 
+#: Every send recorded, for asserting which integration got called (and how often).
+SENT: list[dict[str, Any]] = []
+
+
 async def _send(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
+    """Behaves as the auth token says: tok-503…, tok-401…, tok-400…, tok-lost…, else sends."""
+    token = credentials["auth_token"]
+    SENT.append({"token": token, "to": payload.to, "key": ctx.idempotency_key})
+    if token.startswith("tok-503"):
+        return OperationResult.failed(
+            OperationOutcome.TRANSIENT, "Service Unavailable", status_code=503
+        )
+    if token.startswith("tok-401"):
+        return OperationResult.failed(
+            OperationOutcome.AUTH_FAILED, "Authenticate", status_code=401, provider_code="20003"
+        )
+    if token.startswith("tok-400"):
+        return OperationResult.failed(
+            OperationOutcome.REJECTED,
+            "The 'To' number is not valid",
+            status_code=400,
+            provider_code="21211",
+        )
+    if token.startswith("tok-lost"):
+        return OperationResult.failed(
+            OperationOutcome.UNKNOWN, "the provider did not answer in time"
+        )
     return OperationResult.succeeded(
         MessageResult(
             provider_message_id=f"msg-{ctx.operation_id}",
@@ -86,10 +113,13 @@ MESSAGING = Provider(
 )
 
 
+OTHER_MESSAGING = msgspec.structs.replace(MESSAGING, name="chatter", display_name="Chatter")
+
+
 class TestProviders:
     @hookimpl
     def relaykit_providers(self) -> list[Provider]:
-        return [MESSAGING, PAYMENTS]
+        return [MESSAGING, OTHER_MESSAGING, PAYMENTS]
 
 
 @pytest.fixture

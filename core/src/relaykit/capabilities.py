@@ -67,10 +67,15 @@ class InitiatePaymentInput(msgspec.Struct, forbid_unknown_fields=True, frozen=Tr
 
 
 class PaymentResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment as the provider holds it. ``client_secret`` is for providers whose payer
+    completes the payment in a browser or app (Stripe's PaymentIntent); it lets that client
+    confirm this one payment and nothing else."""
+
     provider_payment_id: str
     provider_status: str
     amount: int
     currency: str
+    client_secret: str | None = None
 
 
 class ProcessRefundInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -16,6 +16,8 @@ class NotFoundError(RelaykitError):
 class ConflictError(RelaykitError):
     """The request is well-formed but the current state forbids it (a transition, say)."""
 
+    code = "conflict"
+
 
 class AuthenticationError(RelaykitError):
     """No valid bearer token."""

@@ -8,6 +8,7 @@ the data alone (:func:`Provider.describe`); callables never reach the wire.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from types import MappingProxyType
@@ -156,8 +157,11 @@ def provider_problems(provider: object, known_capabilities: Collection[str] = ()
             problems.append(
                 f"capability {capability!r} has no contract: declare it with relaykit_capabilities"
             )
-        if not callable(provider.operations.get(capability)):
+        handler = provider.operations.get(capability)
+        if not callable(handler):
             problems.append(f"capability {capability!r} has no operation handler")
+        elif not _is_async(handler):
+            problems.append(f"the operation handler for {capability!r} must be async")
     for capability in provider.operations:
         if capability not in provider.capabilities:
             problems.append(f"operation handler for undeclared capability {capability!r}")
@@ -179,6 +183,13 @@ def provider_problems(provider: object, known_capabilities: Collection[str] = ()
         ("http://", "https://")
     ):
         problems.append("api_base must be an http(s) URL")
-    if not callable(provider.verify):
+    if not callable(provider.verify) or not _is_async(provider.verify):
         problems.append("verify must be an async callable")
     return problems
+
+
+def _is_async(fn: object) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    )

@@ -15,8 +15,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 import relaykit
+from relaykit.deliveries import DeliveryAttemptService
+from relaykit.dispatch import Dispatcher
 from relaykit.integrations import IntegrationService
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
+from relaykit.routing import RoutingService
 from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
@@ -24,6 +27,11 @@ from relaykit.worker import VerificationWorker
 from relaykit_server.auth import BearerTokenMiddleware
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
+from relaykit_server.controllers.routing import (
+    DeliveryAttemptsController,
+    OperationsController,
+    RoutingRulesController,
+)
 from relaykit_server.envelope import success
 from relaykit_server.errors import EXCEPTION_HANDLERS
 from relaykit_server.state import AppResources
@@ -65,6 +73,8 @@ def create_app(
             if settings.embedded_worker
             else None
         )
+        routing = RoutingService(database, catalog)
+        dispatcher = Dispatcher(settings, database, catalog, keyring, routing)
         app.state.resources = AppResources(
             settings=settings,
             database=database,
@@ -72,6 +82,9 @@ def create_app(
             integrations=IntegrationService(
                 database, catalog, keyring, on_pending=worker.wake if worker else None
             ),
+            routing=routing,
+            dispatcher=dispatcher,
+            deliveries=DeliveryAttemptService(database, catalog),
             worker=worker,
         )
         logger.info(
@@ -89,12 +102,19 @@ def create_app(
                 finally:
                     if worker is not None:
                         worker.stop()
+                    await dispatcher.aclose()
         finally:
             database.dispose()
 
     api = Router(
         path=API_PREFIX,
-        route_handlers=[ProvidersController, IntegrationsController],
+        route_handlers=[
+            ProvidersController,
+            IntegrationsController,
+            RoutingRulesController,
+            OperationsController,
+            DeliveryAttemptsController,
+        ],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"bearer": []}],
     )

@@ -43,10 +43,13 @@ def failure(
     code: str | None = None,
     errors: Mapping[str, Sequence[str]] | None = None,
     headers: Mapping[str, str] | None = None,
+    data: Any = None,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {"success": False, "message": message}
     if errors is not None:
         body["errors"] = {key: list(value) for key, value in errors.items()}
     elif code is not None:
         body["code"] = code
+    if data is not None:  # a failed operation still shows what was tried
+        body["data"] = data
     return Response(body, status_code=status_code, headers=dict(headers or {}))

@@ -61,7 +61,7 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
     if isinstance(exc, NotFoundError):
         return failure(404, str(exc) or "Not found.", code="not_found")
     if isinstance(exc, ConflictError):
-        return failure(409, str(exc), code="conflict")
+        return failure(409, str(exc), code=exc.code)
     if isinstance(exc, AuthenticationError):
         return failure(
             401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}

@@ -14,7 +14,6 @@ from litestar import Request, Response
 
 from relaykit.errors import ValidationError
 from relaykit.pagination import DEFAULT_PER_PAGE, Page
-
 from relaykit_server.auth import Principal
 from relaykit_server.envelope import success
 from relaykit_server.errors import MalformedBodyError

@@ -8,7 +8,10 @@ from typing import Any
 from litestar import Litestar
 
 from relaykit.catalog import Catalog
+from relaykit.deliveries import DeliveryAttemptService
+from relaykit.dispatch import Dispatcher
 from relaykit.integrations import IntegrationService
+from relaykit.routing import RoutingService
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
 from relaykit.worker import VerificationWorker
@@ -20,6 +23,9 @@ class AppResources:
     database: Database
     catalog: Catalog
     integrations: IntegrationService
+    routing: RoutingService
+    dispatcher: Dispatcher
+    deliveries: DeliveryAttemptService
     worker: VerificationWorker | None
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from relaykit import CredentialField, Provider, capabilities, hookimpl
+from relaykit_stripe.operations import initiate_payment, process_refund, verify_payment
 from relaykit_stripe.verifier import verify
 
 API_BASE = "https://api.stripe.com"
@@ -38,6 +39,11 @@ PROVIDER = Provider(
     },
     api_base=API_BASE,
     verify=verify,
+    operations={
+        capabilities.INITIATE_PAYMENT: initiate_payment,
+        capabilities.PROCESS_REFUND: process_refund,
+        capabilities.VERIFY_PAYMENT: verify_payment,
+    },
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from relaykit import CredentialField, Provider, capabilities, hookimpl
+from relaykit_twilio.operations import send_sms, send_whatsapp
 from relaykit_twilio.verifier import verify
 
 API_BASE = "https://api.twilio.com"
@@ -39,6 +40,7 @@ PROVIDER = Provider(
     },
     api_base=API_BASE,
     verify=verify,
+    operations={capabilities.SEND_SMS: send_sms, capabilities.SEND_WHATSAPP: send_whatsapp},
 )
 
 

@@ -43,6 +43,24 @@ def account_path(account_sid: str) -> str:
     return f"/2010-04-01/Accounts/{quote(account_sid, safe='')}.json"
 
 
+def twilio_error_code(body: Any) -> str | None:
+    """The numeric ``code`` of Twilio's error object (``21211``), as a string.
+
+    Args:
+        body: the parsed JSON body, or ``None`` when the body was not JSON.
+
+    Returns:
+        ``"21211"`` for an integer ``code``; ``None`` for any other shape (a JSON ``true``
+        is an int to Python, not an error code).
+    """
+    if not isinstance(body, dict):
+        return None
+    code = body.get("code")
+    if isinstance(code, int) and not isinstance(code, bool):
+        return str(code)
+    return None
+
+
 def twilio_error_message(body: Any) -> str | None:
     """Twilio's own message in an error body, with its error code when it gave one.
 
@@ -58,9 +76,8 @@ def twilio_error_message(body: Any) -> str | None:
     message = body.get("message")
     if not isinstance(message, str) or not message.strip():
         return None
-    code = body.get("code")
-    # bool is an int to Python; a JSON true is not an error code.
-    if isinstance(code, int) and not isinstance(code, bool):
+    code = twilio_error_code(body)
+    if code is not None:
         return f"{message.strip()} (Twilio error {code})"
     return message.strip()
 

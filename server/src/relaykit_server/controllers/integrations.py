@@ -13,7 +13,6 @@ from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath
 
 from relaykit.integrations import IntegrationService
-
 from relaykit_server.envelope import success
 from relaykit_server.requests import ApiRequest, in_thread, paginated, paging, read_json
 from relaykit_server.state import AppResources
@@ -78,9 +77,7 @@ class IntegrationsController(Controller):
     async def activate_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await in_thread(
-            service_of(request).activate, request.user.tenant_id, integration_id
-        )
+        view = await in_thread(service_of(request).activate, request.user.tenant_id, integration_id)
         return success(view, message="Integration activated successfully")
 
     @post("/{integration_id:str}/disable", summary="Disable an integration", status_code=200)

@@ -24,9 +24,7 @@ def upgrade() -> None:
     op.create_table(
         "routing_rules",
         sa.Column("id", ID, primary_key=True),
-        sa.Column(
-            "tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
         sa.Column("capability", sa.String(63), nullable=False),
         sa.Column(
             "integration_id",
@@ -59,9 +57,7 @@ def upgrade() -> None:
     op.create_table(
         "operations",
         sa.Column("id", ID, primary_key=True),
-        sa.Column(
-            "tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
         sa.Column("capability", sa.String(63), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("integration_id", ID, nullable=True),
@@ -82,9 +78,7 @@ def upgrade() -> None:
     op.create_table(
         "delivery_attempts",
         sa.Column("id", ID, primary_key=True),
-        sa.Column(
-            "tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
         sa.Column(
             "operation_id", ID, sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False
         ),
@@ -105,9 +99,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index(
-        "ix_delivery_attempts_tenant_id_id", "delivery_attempts", ["tenant_id", "id"]
-    )
+    op.create_index("ix_delivery_attempts_tenant_id_id", "delivery_attempts", ["tenant_id", "id"])
     op.create_index("ix_delivery_attempts_operation", "delivery_attempts", ["operation_id"])
 
 
