@@ -7,6 +7,12 @@
 """
 
 from relaykit.testing.contract import VerifierContractTests
-from relaykit.testing.http import closed_port_url, run_verification, silent_server
+from relaykit.testing.http import closed_port_url, run_handler, run_verification, silent_server
 
-__all__ = ["VerifierContractTests", "closed_port_url", "run_verification", "silent_server"]
+__all__ = [
+    "VerifierContractTests",
+    "closed_port_url",
+    "run_handler",
+    "run_verification",
+    "silent_server",
+]

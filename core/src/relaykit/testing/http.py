@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 import anyio
 import httpx
 
+from relaykit.capabilities import STANDARD_CONTRACTS, decode_input
+from relaykit.operations import OperationContext, OperationResult, run_operation
 from relaykit.providers import Credentials, Provider
 from relaykit.verification import (
     ProviderContext,
@@ -45,6 +47,48 @@ def run_verification(
         ) as client:
             ctx = ProviderContext(client, str(client.base_url))
             return await run_verifier(provider, credentials, ctx)
+
+    return anyio.run(main)
+
+
+def run_handler(
+    provider: Provider,
+    capability: str,
+    payload: Mapping[str, object],
+    credentials: Credentials,
+    *,
+    handler: Handler | None = None,
+    api_base: str | None = None,
+    timeout: float = 5.0,
+    idempotency_key: str = "op_test_key",
+) -> OperationResult:
+    """Run ``provider``'s handler for ``capability`` as the dispatcher does: ``payload`` (JSON)
+    decoded by the capability's contract, credentials given, through ``run_operation``, with
+    ``handler`` (a fake of the API) or a real ``api_base`` at the far end."""
+    contract = STANDARD_CONTRACTS[capability]
+    request = decode_input(contract, dict(payload))
+    environ: Mapping[str, str] = {api_base_env_var(provider.name): api_base} if api_base else {}
+    transport = httpx.MockTransport(handler) if handler is not None else None
+    secrets = {k: v for k, v in credentials.items() if k in provider.sensitive_fields}
+
+    async def main() -> OperationResult:
+        async with make_provider_client(
+            provider, environ, timeout=timeout, transport=transport
+        ) as client:
+            ctx = OperationContext(
+                client,
+                str(client.base_url),
+                operation_id="op_test",
+                idempotency_key=idempotency_key,
+            )
+            return await run_operation(
+                provider.operations[capability],
+                request,
+                credentials,
+                ctx,
+                output=contract.output,
+                secrets=secrets,
+            )
 
     return anyio.run(main)
 
