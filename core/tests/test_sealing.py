@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -50,15 +51,22 @@ def test_keyring_file_is_private_and_reused(tmp_path: Path) -> None:
     assert read_blob(sealed).key_id == first.primary_key_id
 
 
-def _make_keyring(home: str) -> str:
-    return LocalKeyring.in_home(Path(home)).primary_key_id
+MAKE_KEYRING = (
+    "import sys; from pathlib import Path; from relaykit.sealing import LocalKeyring; "
+    "print(LocalKeyring.in_home(Path(sys.argv[1])).primary_key_id)"
+)
 
 
 def test_processes_starting_together_agree_on_one_keyring(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        ids = pool.map(_make_keyring, [home] * 8)
-    assert len(set(ids)) == 1
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MAKE_KEYRING, home], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    ids = [process.communicate(timeout=60)[0].strip() for process in processes]
+    assert all(ids) and len(set(ids)) == 1
     assert [p.name for p in Path(home).iterdir()] == ["keyring.json"]
 
 
