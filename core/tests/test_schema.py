@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from relaykit.settings import Settings
 from relaykit.storage.database import Database
-from relaykit.storage.models import metadata
+from relaykit.storage.models import integrations, metadata
 from relaykit.storage.schema import current_revision, head_revision
 
 
@@ -57,3 +59,53 @@ def test_the_database_under_test_is_the_one_asked_for(database: Database) -> Non
 
     expected = "postgresql" if server_url() else "sqlite"
     assert database.engine.dialect.name == expected
+
+
+def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
+    settings: Settings,
+) -> None:
+    """A database made by 0001 (integrations with sealed credentials in it) upgrades to the
+    newest revision and every integration still reads and opens."""
+    from relaykit.integrations import IntegrationService
+    from relaykit.plugins import make_plugin_manager
+    from relaykit.sealing import LocalKeyring, SealContext, open_credentials
+    from relaykit.storage import tenants as tenant_store
+    from relaykit.storage.database import open_database
+    from relaykit.storage.schema import upgrade
+
+    from .providers_for_tests import OneProvider, make_provider
+
+    database = open_database(settings, migrate=False)
+    upgrade(database, "0001")
+    assert current_revision(database) == "0001"
+    catalog = make_plugin_manager(
+        load_entrypoints=False, plugins=[("acme", OneProvider(make_provider()))]
+    ).catalog()
+    keyring = LocalKeyring.in_home(settings.home)
+    service = IntegrationService(database, catalog, keyring)
+    made = []
+    for number in range(5):
+        tenant_id = database.write(tenant_store.create_tenant, f"t{number}").id
+        view = service.create(
+            tenant_id,
+            {
+                "provider": "acme",
+                "credentials": {"api_key": f"key-{number}-secret", "account": f"a{number}"},
+                "enabled_capabilities": ["send_sms"],
+            },
+        )
+        made.append((tenant_id, view))
+
+    upgrade(database)
+    assert current_revision(database) == head_revision()
+    for number, (tenant_id, before) in enumerate(made):
+        after = service.get(tenant_id, before.id)
+        assert after == before
+        row = database.read(
+            lambda conn, i=before.id: conn.execute(
+                sa.select(integrations.c.sealed_credentials).where(integrations.c.id == i)
+            ).scalar_one()
+        )
+        opened = open_credentials(row, SealContext(tenant_id, before.id, "acme"), keyring)
+        assert opened == {"api_key": f"key-{number}-secret"}
+    database.dispose()

@@ -1,0 +1,95 @@
+"""Verification throughput against a stand-in of Stripe with a fixed latency.
+
+    python bench/verification.py [--count 400] [--latency 0.05] [--concurrency 16]
+
+Seeds COUNT pending Stripe integrations (one tenant each) on a fresh SQLite database, runs
+one VerificationWorker in this process against a local stand-in that answers
+``GET /v1/balance`` after LATENCY seconds, and reports verified per second against the
+bound concurrency / latency (the rate a worker that spent no time of its own would reach).
+The figure that matters is the ratio, measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from relaykit.integrations import IntegrationService
+from relaykit.plugins import make_plugin_manager
+from relaykit.sealing import LocalKeyring
+from relaykit.settings import Settings
+from relaykit.storage import tenants as tenant_store
+from relaykit.storage.database import open_database
+from relaykit.testing.standin import stand_in
+from relaykit.worker import VerificationWorker
+
+BALANCE = {"object": "balance", "available": [], "pending": [], "livemode": False}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder, stand_in(
+        lambda request: (200, BALANCE), latency=args.latency
+    ) as stripe:
+        settings = Settings.from_env(
+            {"RELAYKIT_HOME": folder, "RELAYKIT_STRIPE_API_BASE": stripe.base_url}
+        )
+        if args.concurrency:
+            settings = msgspec.structs.replace(settings, worker_concurrency=args.concurrency)
+        database = open_database(settings)
+        catalog = make_plugin_manager(environ={}).catalog()
+        keyring = LocalKeyring.in_home(Path(folder))
+        service = IntegrationService(database, catalog, keyring)
+        for number in range(args.count):
+            tenant_id = database.write(tenant_store.create_tenant, f"t{number}").id
+            service.create(
+                tenant_id,
+                {
+                    "provider": "stripe",
+                    "credentials": {"publishable_key": "pk_test_1", "secret_key": f"sk_test_{number}"},
+                    "enabled_capabilities": ["initiate_payment"],
+                },
+            )
+        worker = VerificationWorker(settings, database, catalog, keyring)
+
+        async def run() -> float:
+            started = time.perf_counter()
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.run)
+                while worker.stats["active"] < args.count:
+                    await anyio.sleep(0.01)
+                elapsed = time.perf_counter() - started
+                worker.stop()
+            return elapsed
+
+        elapsed = anyio.run(run)
+        rate = args.count / elapsed
+        bound = settings.worker_concurrency / args.latency
+        report = {
+            "count": args.count,
+            "latency_s": args.latency,
+            "concurrency": settings.worker_concurrency,
+            "elapsed_s": round(elapsed, 3),
+            "verified_per_s": round(rate, 1),
+            "bound_per_s": round(bound, 1),
+            "ratio": round(rate / bound, 3),
+        }
+        print(json.dumps(report))
+        database.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
