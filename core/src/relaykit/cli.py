@@ -183,7 +183,7 @@ def worker(state: CliState, concurrency: int | None) -> None:
     import anyio
     import msgspec
 
-    from relaykit.sealing import LocalKeyring
+    from relaykit.keys import load_key_provider
     from relaykit.worker import VerificationWorker
 
     settings = state.settings
@@ -196,7 +196,7 @@ def worker(state: CliState, concurrency: int | None) -> None:
     except DuplicateProviderError as exc:
         raise _fail(exc) from None
     runner = VerificationWorker(
-        settings, state.database, catalog, LocalKeyring.in_home(settings.home)
+        settings, state.database, catalog, load_key_provider(settings, state.plugin_manager)
     )
 
     async def main() -> None:
@@ -212,6 +212,101 @@ def worker(state: CliState, concurrency: int | None) -> None:
             group.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Key-encryption keys: status, rotate, rewrap, retire."""
+
+
+def _local_keyring(state: CliState) -> Any:
+    from relaykit.sealing import LocalKeyring
+
+    if state.settings.key_provider != "local":
+        raise click.ClickException(
+            f"the keyring commands manage the local keyring; RELAYKIT_KEY_PROVIDER is "
+            f"{state.settings.key_provider!r}, whose keys its own tooling manages"
+        )
+    return LocalKeyring.in_home(state.settings.home)
+
+
+@keys.command("status")
+@pass_state
+def keys_status(state: CliState) -> None:
+    """Sealed rows per key; the primary key is marked with *."""
+    from relaykit.keys import key_usage, load_key_provider
+
+    provider = load_key_provider(state.settings, state.plugin_manager)
+    usage = key_usage(state.database)
+    listed = set()
+    if state.settings.key_provider == "local":
+        keyring = _local_keyring(state)
+        for key_id in keyring.key_ids:
+            mark = "*" if key_id == keyring.primary_key_id else " "
+            count = usage.get(("local", key_id), 0)
+            click.echo(f"{mark} local {key_id}  created {keyring.created_at(key_id)}  rows {count}")
+            listed.add(("local", key_id))
+    for (name, key_id), count in sorted(usage.items()):
+        if (name, key_id) not in listed:
+            mark = "*" if (name, key_id) == (provider.name, provider.primary_key_id) else " "
+            click.echo(f"{mark} {name} {key_id}  rows {count}")
+
+
+@keys.command("rotate")
+@pass_state
+def keys_rotate(state: CliState) -> None:
+    """Make a new key the primary; old keys still unwrap until retired. Run rewrap next."""
+    key_id = _local_keyring(state).rotate()
+    click.echo(f"new primary key {key_id}; run 'relaykit keys rewrap' to move rows onto it")
+
+
+@keys.command("rewrap")
+@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@pass_state
+def keys_rewrap(state: CliState, batch_size: int) -> None:
+    """Rewrap every row's data key with the primary key, online and resumably."""
+    from relaykit.keys import load_key_provider, rewrap_all
+    from relaykit.storage.models import integrations
+
+    provider = load_key_provider(state.settings, state.plugin_manager)
+    import sqlalchemy as sa
+
+    total = state.database.read(
+        lambda conn: conn.execute(
+            sa.select(sa.func.count()).where(integrations.c.sealed_credentials.is_not(None))
+        ).scalar_one()
+    )
+    with click.progressbar(length=int(total), label="rewrapping", file=sys.stderr) as bar:
+        progress = rewrap_all(state.database, provider, batch_size=batch_size, on_batch=bar.update)
+    click.echo(
+        f"rewrapped {progress.rewrapped}, skipped {progress.skipped} (changed meanwhile), "
+        f"failed {progress.failed}; primary key {provider.primary_key_id}"
+    )
+    if progress.failed:
+        raise click.exceptions.Exit(1)
+
+
+@keys.command("retire")
+@click.argument("key_id")
+@pass_state
+def keys_retire(state: CliState, key_id: str) -> None:
+    """Remove a key no row uses any more."""
+    from relaykit.keys import key_usage
+
+    keyring = _local_keyring(state)
+    in_use = key_usage(state.database).get(("local", key_id), 0)
+    if in_use:
+        raise click.ClickException(
+            f"key {key_id} still wraps {in_use} rows: run 'relaykit keys rewrap' first"
+        )
+    try:
+        keyring.retire(key_id)
+    except RelaykitError as exc:
+        raise _fail(exc) from None
+    click.echo(f"retired key {key_id}")
 
 
 # -- db ------------------------------------------------------------------------------------
@@ -250,6 +345,9 @@ def build_cli(plugin_manager: RelaykitPluginManager) -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from relaykit import redaction
+
+    redaction.install()
     settings = Settings.from_env()
     logging.basicConfig(
         level=settings.log_level,

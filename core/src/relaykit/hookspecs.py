@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import click
 
     from relaykit.capabilities import CapabilityContract
+    from relaykit.keys import KeyProviderSpec
     from relaykit.providers import Provider
 
 PROJECT_NAME = "relaykit"
@@ -73,29 +74,65 @@ class RelaykitSpecs:
     def relaykit_capabilities(self) -> Iterable[CapabilityContract]:
         """Declare capabilities beyond the standard ones, each with its contract.
 
-        A capability's contract is its input and output Structs; any provider offering the
-        capability serves that input and returns that output, so routing can fall back from
-        one provider to another. Standard capabilities (``send_sms`` …) need no declaration;
-        declaring one of their names again is an error.
+            A capability's contract is its input and output Structs; any provider offering the
+            capability serves that input and returns that output, so routing can fall back from
+            one provider to another. Standard capabilities (``send_sms`` …) need no declaration;
+            declaring one of their names again is an error.
+
+            Example:
+                .. code-block:: python
+
+                    import msgspec
+                    from relaykit import hookimpl
+                    from relaykit.capabilities import CapabilityContract
+        from relaykit.keys import KeyProviderSpec
+
+                    class SendFaxInput(msgspec.Struct, forbid_unknown_fields=True):
+                        to: str
+                        document_url: str
+
+                    class FaxResult(msgspec.Struct):
+                        provider_fax_id: str
+                        provider_status: str
+
+                    @hookimpl
+                    def relaykit_capabilities():
+                        yield CapabilityContract("send_fax", SendFaxInput, FaxResult, "Send a fax")
+        """
+        raise NotImplementedError
+
+    @hookspec
+    def relaykit_key_providers(self) -> Iterable[KeyProviderSpec]:
+        """Offer key providers: what wraps and unwraps the data keys of sealed credentials.
+
+        A key provider has a ``name`` (recorded in every blob it wraps), a
+        ``primary_key_id`` property, ``wrap(data_key, associated_data) -> (key_id,
+        wrapped)`` and ``unwrap(key_id, wrapped, associated_data) -> data_key`` (raising
+        :class:`relaykit.sealing.SealError` when it cannot). ``RELAYKIT_KEY_PROVIDER``
+        selects the one that wraps; the others still unwrap what they wrapped.
 
         Example:
             .. code-block:: python
 
-                import msgspec
                 from relaykit import hookimpl
-                from relaykit.capabilities import CapabilityContract
+                from relaykit.keys import KeyProviderSpec
 
-                class SendFaxInput(msgspec.Struct, forbid_unknown_fields=True):
-                    to: str
-                    document_url: str
+                class VaultTransit:
+                    name = "vault"
+                    primary_key_id = "relaykit-v1"
 
-                class FaxResult(msgspec.Struct):
-                    provider_fax_id: str
-                    provider_status: str
+                    def __init__(self, settings):
+                        self.client = make_vault_client()  # the plugin's own settings
+
+                    def wrap(self, data_key, associated_data):
+                        return self.primary_key_id, self.client.encrypt(data_key, associated_data)
+
+                    def unwrap(self, key_id, wrapped, associated_data):
+                        return self.client.decrypt(key_id, wrapped, associated_data)
 
                 @hookimpl
-                def relaykit_capabilities():
-                    yield CapabilityContract("send_fax", SendFaxInput, FaxResult, "Send a fax")
+                def relaykit_key_providers():
+                    yield KeyProviderSpec("vault", VaultTransit)
         """
         raise NotImplementedError
 

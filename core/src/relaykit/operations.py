@@ -19,6 +19,7 @@ capability's input Struct (see :mod:`relaykit.capabilities`), ``ctx`` an
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,8 @@ from relaykit.verification import (
     parse_retry_after,
     redact,
 )
+
+logger = logging.getLogger("relaykit.operations")
 
 
 class OperationOutcome(enum.StrEnum):
@@ -165,6 +168,7 @@ async def run_operation(
             f"the connection to the provider failed mid-request ({type(exc).__name__})",
         )
     except Exception as exc:
+        logger.debug("an operation handler raised", exc_info=True)  # redacted by the log step
         result = OperationResult.failed(
             OperationOutcome.UNKNOWN, f"the operation handler failed ({type(exc).__name__})"
         )

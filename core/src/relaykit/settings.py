@@ -17,6 +17,7 @@ variable                       meaning                                     defau
 ``RELAYKIT_VERIFY_BACKOFF_MAX``   largest retry delay cap, seconds         ``300``
 ``RELAYKIT_WORKER_POLL``       seconds between polls when nothing wakes it ``1``
 ``RELAYKIT_OPERATION_TIMEOUT``  seconds one try of an operation may take   ``15``
+``RELAYKIT_KEY_PROVIDER``      the key provider that wraps new data keys   ``local``
 =============================  ==========================================  ===================
 
 The lease must be longer than the provider timeout (checked at start), so a check still
@@ -50,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     verify_backoff_max: float = 300.0
     worker_poll: float = 1.0
     operation_timeout: float = 15.0
+    key_provider: str = "local"
     #: the ``RELAYKIT_<NAME>_API_BASE`` variables (only these: the rest of the environment
     #: may hold secrets and has no business in a settings object that gets printed)
     api_bases: Mapping[str, str] = msgspec.field(default_factory=dict)
@@ -81,6 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             verify_backoff_max=_positive_float(env, "RELAYKIT_VERIFY_BACKOFF_MAX", 300.0),
             worker_poll=_positive_float(env, "RELAYKIT_WORKER_POLL", 1.0),
             operation_timeout=_positive_float(env, "RELAYKIT_OPERATION_TIMEOUT", 15.0),
+            key_provider=env.get("RELAYKIT_KEY_PROVIDER") or "local",
             api_bases={
                 k: v
                 for k, v in env.items()

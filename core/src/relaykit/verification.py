@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,8 @@ import httpx
 import msgspec
 
 from relaykit.providers import Credentials, Provider
+
+logger = logging.getLogger("relaykit.verification")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 #: Messages kept from a provider are cut to this length; a provider's error page is not a message.
@@ -224,6 +227,9 @@ async def run_verifier(
             f"could not reach the provider ({type(exc).__name__})"
         )
     except Exception as exc:
+        # The traceback helps the plugin's author; the log's redaction step masks any
+        # credential the exception carries. The result (stored, shown) names only the type.
+        logger.debug("the %s verifier raised", provider.name, exc_info=True)
         result = VerificationResult.transient(
             f"the {provider.name} verifier failed ({type(exc).__name__})"
         )

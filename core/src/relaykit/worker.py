@@ -73,6 +73,10 @@ class VerificationJob(msgspec.Struct, frozen=True):
     sealed_credentials: bytes | None
     credentials_version: int
     attempt: int
+    #: the unsealed credentials (opened in the claiming thread: one thread hop fewer), or
+    #: why they could not be opened
+    credentials: dict[str, Any] | None = None
+    open_error: str | None = None
 
 
 def backoff_delay(
@@ -216,10 +220,11 @@ class VerificationWorker:
             return VerificationResult.transient(
                 f"the provider {job.provider} is not installed on this worker"
             )
-        try:
-            credentials = await anyio.to_thread.run_sync(self._open, job)
-        except RelaykitError as exc:
-            return VerificationResult.rejected(f"stored credentials cannot be opened: {exc}")
+        if job.credentials is None:
+            return VerificationResult.rejected(
+                f"stored credentials cannot be opened: {job.open_error}"
+            )
+        credentials = job.credentials
         client = self._client(provider)
         ctx = ProviderContext(client, str(client.base_url))
         return await run_verifier(provider, credentials, ctx)
@@ -295,9 +300,15 @@ class VerificationWorker:
                 for r in conn.execute(claim)
             ]
 
-        jobs = self.database.write(run)
+        jobs = [self._with_credentials(job) for job in self.database.write(run)]
         self.stats["claimed"] += len(jobs)
         return jobs
+
+    def _with_credentials(self, job: VerificationJob) -> VerificationJob:
+        try:
+            return msgspec.structs.replace(job, credentials=self._open(job))
+        except RelaykitError as exc:
+            return msgspec.structs.replace(job, open_error=str(exc))
 
     def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
         now = utcnow()

@@ -15,12 +15,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 import relaykit
+from relaykit import redaction
 from relaykit.deliveries import DeliveryAttemptService
 from relaykit.dispatch import Dispatcher
 from relaykit.integrations import IntegrationService
+from relaykit.keys import load_key_provider
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.routing import RoutingService
-from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
 from relaykit.worker import VerificationWorker
@@ -57,6 +58,7 @@ def create_app(
             one built with ``make_plugin_manager(plugins=...)``.
     """
     settings = settings or Settings.from_env()
+    redaction.install()  # every log record of the process passes the one redaction step
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -67,7 +69,7 @@ def create_app(
                 "plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error
             )
         database = open_database(settings)
-        keyring = LocalKeyring.in_home(settings.home)
+        keyring = load_key_provider(settings, pm)
         worker = (
             VerificationWorker(settings, database, catalog, keyring)
             if settings.embedded_worker

@@ -1,0 +1,119 @@
+"""One redaction step that every log record passes through.
+
+:func:`install` wraps the logging module's record factory, so every record made by any
+logger in the process (relaykit's, uvicorn's, a plugin's, httpx's) is redacted once, when it
+is made, before any handler or formatter sees it:
+
+* by value: every secret relaykit has sealed or unsealed in this process is registered
+  (:func:`register_secrets`) and replaced wherever it appears;
+* by name: ``secret_key=…``, ``"auth_token": "…"``, ``Authorization: Bearer …`` and the like;
+* exceptions: the traceback, with every chained cause and context, is formatted and
+  redacted on the spot, and the exception object is dropped from the record, so no later
+  formatter can print an unredacted copy. Tracebacks carry no local variables (the standard
+  formatter prints none, and relaykit configures no other).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "[redacted]"
+#: Values shorter than this are not registered: masking "1" everywhere protects nothing.
+MIN_SECRET_LENGTH = 6
+MAX_REGISTERED = 10_000
+
+_SENSITIVE_NAMES = (
+    r"secret(?:_key)?|webhook_secret|auth_token|api_key|access_token|refresh_token|password"
+    r"|passwd|client_secret|private_key|token"
+)
+_BY_NAME = re.compile(
+    rf"""(?ix)
+    (?P<name>["']?\b(?:{_SENSITIVE_NAMES})\b["']?\s*[:=]\s*)
+    (?P<value>"[^"]*"|'[^']*'|[^\s,;&}}\]]+)
+    """
+)
+_AUTHORIZATION = re.compile(
+    r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic)\s+)?[^\s\"',}]+"
+)
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[Any]) -> None:
+        with self._lock:
+            changed = False
+            for value in values:
+                if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+                    if value in self._values:
+                        self._values.move_to_end(value)
+                    else:
+                        self._values[value] = None
+                        changed = True
+            while len(self._values) > MAX_REGISTERED:
+                self._values.popitem(last=False)
+                changed = True
+            if changed:
+                ordered = sorted(self._values, key=len, reverse=True)
+                self._pattern = (
+                    re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+                )
+
+    def redact(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern is not None else text
+
+
+_registry = _Registry()
+
+
+def register_secrets(values: Iterable[Any]) -> None:
+    """Remember secret values in use in this process, so no log line can carry them."""
+    _registry.add(values)
+
+
+def redact_text(text: str) -> str:
+    text = _registry.redact(text)
+    text = _AUTHORIZATION.sub(lambda m: m.group(1) + MASK, text)
+    return _BY_NAME.sub(lambda m: m.group("name") + MASK, text)
+
+
+def _redacted_record(factory: Any, *args: Any, **kwargs: Any) -> logging.LogRecord:
+    record: logging.LogRecord = factory(*args, **kwargs)
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: keep what there is, redacted
+        message = f"{record.msg!r} % {record.args!r}"
+    record.msg = redact_text(message)
+    record.args = None
+    if record.exc_info and record.exc_info[1] is not None:
+        text = "".join(traceback.format_exception(*record.exc_info))
+        record.exc_text = redact_text(text.rstrip("\n"))
+        record.exc_info = None
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+    return record
+
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Route every log record of this process through the redaction step (idempotent)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(lambda *a, **k: _redacted_record(factory, *a, **k))
+        _installed = True

@@ -1,0 +1,108 @@
+"""Rotating the key-encryption key and rewrapping every row while the API takes traffic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from relaykit.keys import key_usage
+from relaykit.plugins import make_plugin_manager
+from relaykit.sealing import LocalKeyring, SealContext, open_credentials
+from relaykit.settings import Settings
+from relaykit.storage import tenants as tenant_store
+from relaykit.storage.database import open_database
+from relaykit.storage.models import integrations
+
+from .conftest import cli_env, run_cli, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_rotate_and_rewrap_under_traffic(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "home", {"RELAYKIT_EMBEDDED_WORKER": "0"})
+    settings = Settings.from_env(env)
+    database = open_database(settings)
+    tokens = []
+    for number in range(40):
+        database.write(tenant_store.create_tenant, f"tenant-{number}")
+        tokens.append(database.write(tenant_store.create_token, f"tenant-{number}")[1])
+    server = start_server(env, tmp_path / "server.log")
+    outcomes: Counter[int] = Counter()
+    secrets: dict[str, str] = {}  # integration id -> its current secret_key
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def traffic(worker: int) -> None:
+        mine = tokens[worker::4]
+        created: dict[str, str] = {}
+        round_ = 0
+        while not stop.is_set():
+            for token in mine:
+                with server.client(token) as client:
+                    secret = f"sk_test_w{worker}_{round_}_{token[-6:]}"
+                    if token not in created:
+                        response = client.post(
+                            "/api/v1/integrations",
+                            json={
+                                "provider": "stripe",
+                                "credentials": {
+                                    "publishable_key": "pk_test_1",
+                                    "secret_key": secret,
+                                },
+                                "enabled_capabilities": ["initiate_payment"],
+                            },
+                        )
+                        if response.status_code == 201:
+                            created[token] = response.json()["data"]["id"]
+                    else:
+                        response = client.patch(
+                            f"/api/v1/integrations/{created[token]}",
+                            json={"credentials": {"secret_key": secret}},
+                        )
+                    with lock:
+                        outcomes[response.status_code] += 1
+                        if response.status_code in (200, 201):
+                            secrets[created[token]] = secret
+                    listed = client.get("/api/v1/integrations")
+                    with lock:
+                        outcomes[listed.status_code] += 1
+            round_ += 1
+
+    threads = [threading.Thread(target=traffic, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        keyring = LocalKeyring.in_home(settings.home)
+        old_key = keyring.primary_key_id
+        run_cli(["keys", "rotate"], env)
+        time.sleep(0.5)
+        rewrap = run_cli(["keys", "rewrap", "--batch-size", "7"], env)
+        assert "failed 0" in rewrap.stdout
+        time.sleep(1.0)  # traffic goes on after the rewrap
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        stop_server(server)
+
+    assert set(outcomes) <= {200, 201}, outcomes  # 0 failed requests
+    assert sum(outcomes.values()) > 100
+    keyring.reload()
+    usage = key_usage(database)
+    assert usage[("local", old_key)] == 0, usage  # 0 rows left on the old key
+    assert set(usage) == {("local", keyring.primary_key_id)}
+    catalog = make_plugin_manager(environ={}).catalog()
+    assert "stripe" in catalog
+    rows = database.read(lambda conn: conn.execute(integrations.select()).all())
+    assert len(rows) == 40
+    for row in rows:  # every integration still opens, with its latest secret
+        opened = open_credentials(
+            row.sealed_credentials, SealContext(row.tenant_id, row.id, row.provider), keyring
+        )
+        assert opened == {"secret_key": secrets[row.id]}
+    database.dispose()
