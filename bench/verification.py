@@ -40,9 +40,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=None)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as folder, stand_in(
-        lambda request: (200, BALANCE), latency=args.latency
-    ) as stripe:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        stand_in(lambda request: (200, BALANCE), latency=args.latency) as stripe,
+    ):
         settings = Settings.from_env(
             {"RELAYKIT_HOME": folder, "RELAYKIT_STRIPE_API_BASE": stripe.base_url}
         )
@@ -58,7 +59,10 @@ def main() -> int:
                 tenant_id,
                 {
                     "provider": "stripe",
-                    "credentials": {"publishable_key": "pk_test_1", "secret_key": f"sk_test_{number}"},
+                    "credentials": {
+                        "publishable_key": "pk_test_1",
+                        "secret_key": f"sk_test_{number}",
+                    },
                     "enabled_capabilities": ["initiate_payment"],
                 },
             )

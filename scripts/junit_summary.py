@@ -11,7 +11,7 @@ from pathlib import Path
 def main(folder: str) -> int:
     passed = failed = skipped = 0
     for path in sorted(Path(folder).glob("*.xml")):
-        root = ET.parse(path).getroot()
+        root = ET.parse(path).getroot()  # noqa: S314 (our own test reports)
         for suite in root.iter("testsuite"):
             total = int(suite.get("tests", 0))
             bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
