@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import pytest
 
-from relaykit.testing import VerifierContractTests, run_verification
+from relaykit.testing import ProviderContractTests, run_verification
 from relaykit.validation import Problems, check_credentials
 from relaykit.verification import Outcome
 from relaykit_plivo import PROVIDER
@@ -54,8 +54,25 @@ PLAIN_TEXT_401 = (
 )
 
 
-class TestPlivoVerifier(VerifierContractTests):
-    provider = PROVIDER
+class TestPlivoProvider(ProviderContractTests):
+    """relaykit's whole provider contract (relaykit.testing), loaded through the entry point."""
+
+    entry_point = "plivo"
+    operation_inputs = {
+        "send_sms": {"to": "+14155552345", "body": "hi"},
+        "send_whatsapp": {"to": "+14155552345", "body": "hi"},
+    }
+
+    def operation_response(self, capability: str, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            202,
+            json={
+                "api_id": "db342550",
+                "message": "message(s) queued",
+                "message_uuid": ["db3ce55a-7f1d-11e1-8ea7-1231380bc196"],
+            },
+        )
+
     credentials = {
         "auth_id": AUTH_ID,
         "auth_token": AUTH_TOKEN,
@@ -140,7 +157,7 @@ def test_base_url_override_is_used() -> None:
         return httpx.Response(200, json=ACCOUNT_FIXTURE)
 
     run_verification(
-        PROVIDER, TestPlivoVerifier.credentials, handler=handler, api_base="http://127.0.0.1:9/x/"
+        PROVIDER, TestPlivoProvider.credentials, handler=handler, api_base="http://127.0.0.1:9/x/"
     )
     assert seen == [f"http://127.0.0.1:9/x/v1/Account/{AUTH_ID}/"]
 
@@ -161,7 +178,7 @@ def test_the_auth_id_stays_in_its_path_segment(auth_id: str, raw_path: bytes) ->
         return httpx.Response(401, json={"api_id": API_ID, "error": "authentication failed"})
 
     result = run_verification(
-        PROVIDER, {**TestPlivoVerifier.credentials, "auth_id": auth_id}, handler=handler
+        PROVIDER, {**TestPlivoProvider.credentials, "auth_id": auth_id}, handler=handler
     )
     assert result.outcome is Outcome.REJECTED
     assert [r.url.raw_path for r in seen] == [raw_path]
@@ -180,7 +197,7 @@ def test_a_dot_segment_auth_id_is_rejected_without_a_request(auth_id: str) -> No
         return httpx.Response(200, json=ACCOUNT_FIXTURE)
 
     result = run_verification(
-        PROVIDER, {**TestPlivoVerifier.credentials, "auth_id": auth_id}, handler=handler
+        PROVIDER, {**TestPlivoProvider.credentials, "auth_id": auth_id}, handler=handler
     )
     assert result.outcome is Outcome.REJECTED
     assert seen == []
@@ -205,7 +222,7 @@ def test_plivo_error_message(body: Any, message: str | None) -> None:
 def test_a_non_string_error_falls_back_to_the_status_line() -> None:
     result = run_verification(
         PROVIDER,
-        TestPlivoVerifier.credentials,
+        TestPlivoProvider.credentials,
         handler=lambda request: httpx.Response(403, json={"error": {"auth_id": ["bad"]}}),
     )
     assert result.outcome is Outcome.REJECTED
@@ -256,7 +273,7 @@ def test_from_number_must_be_e164(from_number: str) -> None:
     problems = Problems()
     check_credentials(
         PROVIDER,
-        {**TestPlivoVerifier.credentials, "from_number": from_number},
+        {**TestPlivoProvider.credentials, "from_number": from_number},
         problems,
         partial=False,
     )

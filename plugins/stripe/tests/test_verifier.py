@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from relaykit.testing import VerifierContractTests, run_verification
+from relaykit.testing import ProviderContractTests, run_verification
 from relaykit.verification import Outcome
 from relaykit_stripe import PROVIDER
 
@@ -33,8 +33,40 @@ ERROR_MESSAGES = {
 }
 
 
-class TestStripeVerifier(VerifierContractTests):
-    provider = PROVIDER
+class TestStripeProvider(ProviderContractTests):
+    """relaykit's whole provider contract (relaykit.testing), loaded through the entry point."""
+
+    entry_point = "stripe"
+    operation_inputs = {
+        "initiate_payment": {"amount": 1099, "currency": "usd"},
+        "process_refund": {"payment_id": "pi_1PgafyB7WZ01zgkWSjxsAJo3", "amount": 100},
+        "verify_payment": {"payment_id": "pi_1PgafyB7WZ01zgkWSjxsAJo3"},
+    }
+
+    def operation_response(self, capability: str, request: httpx.Request) -> httpx.Response:
+        if capability == "process_refund":
+            return httpx.Response(
+                200,
+                json={
+                    "id": "re_1",
+                    "object": "refund",
+                    "amount": 100,
+                    "status": "succeeded",
+                    "payment_intent": "pi_1PgafyB7WZ01zgkWSjxsAJo3",
+                    "charge": None,
+                },
+            )
+        return httpx.Response(
+            200,
+            json={
+                "id": "pi_1PgafyB7WZ01zgkWSjxsAJo3",
+                "object": "payment_intent",
+                "amount": 1099,
+                "currency": "usd",
+                "status": "requires_payment_method",
+            },
+        )
+
     credentials = {
         "publishable_key": "pk_test_canary_public",
         "secret_key": SECRET,
@@ -69,7 +101,7 @@ class TestStripeVerifier(VerifierContractTests):
 def test_a_200_that_is_not_a_balance_is_not_accepted() -> None:
     result = run_verification(
         PROVIDER,
-        TestStripeVerifier.credentials,
+        TestStripeProvider.credentials,
         handler=lambda request: httpx.Response(200, json={"object": "list", "data": []}),
     )
     assert result.outcome is Outcome.TRANSIENT
@@ -78,7 +110,7 @@ def test_a_200_that_is_not_a_balance_is_not_accepted() -> None:
 def test_live_mode_is_reported() -> None:
     result = run_verification(
         PROVIDER,
-        TestStripeVerifier.credentials,
+        TestStripeProvider.credentials,
         handler=lambda request: httpx.Response(200, json={**BALANCE_FIXTURE, "livemode": True}),
     )
     assert result.outcome is Outcome.ACCEPTED
@@ -93,6 +125,6 @@ def test_base_url_override_is_used() -> None:
         return httpx.Response(200, json=BALANCE_FIXTURE)
 
     run_verification(
-        PROVIDER, TestStripeVerifier.credentials, handler=handler, api_base="http://127.0.0.1:9/x"
+        PROVIDER, TestStripeProvider.credentials, handler=handler, api_base="http://127.0.0.1:9/x"
     )
     assert seen == ["http://127.0.0.1:9/x/v1/balance"]

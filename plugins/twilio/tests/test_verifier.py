@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import pytest
 
-from relaykit.testing import VerifierContractTests, run_verification
+from relaykit.testing import ProviderContractTests, run_verification
 from relaykit.validation import Problems, check_credentials
 from relaykit.verification import Outcome
 from relaykit_twilio import PROVIDER
@@ -94,8 +94,27 @@ ERRORS = {
 }
 
 
-class TestTwilioVerifier(VerifierContractTests):
-    provider = PROVIDER
+class TestTwilioProvider(ProviderContractTests):
+    """relaykit's whole provider contract (relaykit.testing), loaded through the entry point."""
+
+    entry_point = "twilio"
+    operation_inputs = {
+        "send_sms": {"to": "+14155552345", "body": "hi"},
+        "send_whatsapp": {"to": "+14155552345", "body": "hi"},
+    }
+
+    def operation_response(self, capability: str, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            201,
+            json={
+                "sid": "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "status": "queued",
+                "to": "+14155552345",
+                "from": "+15550100000",
+                "body": "hi",
+            },
+        )
+
     credentials = {
         "account_sid": ACCOUNT_SID,
         "auth_token": AUTH_TOKEN,
@@ -197,7 +216,7 @@ def test_base_url_override_is_used() -> None:
         return httpx.Response(200, json=ACCOUNT_FIXTURE)
 
     run_verification(
-        PROVIDER, TestTwilioVerifier.credentials, handler=handler, api_base="http://127.0.0.1:9/x"
+        PROVIDER, TestTwilioProvider.credentials, handler=handler, api_base="http://127.0.0.1:9/x"
     )
     assert seen == [f"http://127.0.0.1:9/x/2010-04-01/Accounts/{ACCOUNT_SID}.json"]
 
@@ -219,7 +238,7 @@ def test_the_account_sid_stays_in_its_path_segment(account_sid: str, raw_path: b
         return twilio_error(401, 20003, "Authenticate")
 
     result = run_verification(
-        PROVIDER, {**TestTwilioVerifier.credentials, "account_sid": account_sid}, handler=handler
+        PROVIDER, {**TestTwilioProvider.credentials, "account_sid": account_sid}, handler=handler
     )
     assert result.outcome is Outcome.REJECTED
     assert [r.url.raw_path for r in seen] == [raw_path]
@@ -304,7 +323,7 @@ def test_from_number_must_be_e164(from_number: str) -> None:
     problems = Problems()
     check_credentials(
         PROVIDER,
-        {**TestTwilioVerifier.credentials, "from_number": from_number},
+        {**TestTwilioProvider.credentials, "from_number": from_number},
         problems,
         partial=False,
     )

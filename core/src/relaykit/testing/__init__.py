@@ -3,13 +3,18 @@
 * :mod:`relaykit.testing.http`: run a provider's callables against a fake of its HTTP API
   (an ``httpx.MockTransport`` handler), a local server that never answers, or a closed port;
 * :mod:`relaykit.testing.contract`: :class:`VerifierContractTests`, the checks every
-  provider's verifier must pass, to subclass in a provider package's tests.
+  provider's verifier must pass;
+* :mod:`relaykit.testing.provider_contract`: :class:`ProviderContractTests`, those and
+  everything else relaykit requires of a provider package, loaded through its entry point.
+  Subclass it in the package's tests (``relaykit new-provider`` writes one).
 """
 
 from relaykit.testing.contract import VerifierContractTests
 from relaykit.testing.http import closed_port_url, run_handler, run_verification, silent_server
+from relaykit.testing.provider_contract import ProviderContractTests
 
 __all__ = [
+    "ProviderContractTests",
     "VerifierContractTests",
     "closed_port_url",
     "run_handler",
