@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -168,6 +169,27 @@ def _catalog_json(catalog: Catalog) -> dict[str, Any]:
         ],
         "errors": [msgspec.to_builtins(e) for e in catalog.errors],
     }
+
+
+# -- new-provider -------------------------------------------------------------------------
+
+
+@cli.command("new-provider")
+@click.argument("name")
+@click.option("--directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@click.option("--display-name", default=None, help="The name people read (default: from NAME).")
+def new_provider(name: str, directory: Path, display_name: str | None) -> None:
+    """Write a provider package relaykit-NAME whose tests pass as generated."""
+    from relaykit.scaffold import write_provider_package
+
+    try:
+        target = write_provider_package(name, directory, display_name=display_name)
+    except RelaykitError as exc:
+        raise click.ClickException(
+            "; ".join(m for ms in getattr(exc, "errors", {}).values() for m in ms) or str(exc)
+        ) from None
+    click.echo(f"wrote {target}; next: cd {target} && pip install -e '.[test]' && pytest", err=True)
+    click.echo(str(target))
 
 
 # -- worker -------------------------------------------------------------------------------

@@ -122,12 +122,6 @@ class ProviderContractTests(VerifierContractTests):
 
     def test_credential_schema_marks_secrets_sensitive(self) -> None:
         schema = self.provider.credential_schema
-        if not any(field.sensitive for field in schema.values()):
-            pytest.fail(
-                "No credential field is marked sensitive=True: the field that authenticates "
-                "(an API key, a token) must be, so that relaykit seals and masks it.",
-                pytrace=False,
-            )
         for name, field in schema.items():
             if SECRET_LOOKING.search(name) and not field.sensitive:
                 pytest.fail(
@@ -135,6 +129,12 @@ class ProviderContractTests(VerifierContractTests):
                     f"it CredentialField(sensitive=True) (or rename it if it is public).",
                     pytrace=False,
                 )
+        if not any(field.sensitive for field in schema.values()):
+            pytest.fail(
+                "No credential field is marked sensitive=True: the field that authenticates "
+                "(an API key, a token) must be, so that relaykit seals and masks it.",
+                pytrace=False,
+            )
         for name in self.provider.sensitive_fields:
             if not self.credentials.get(name) and schema[name].required:
                 pytest.fail(f"Give credentials[{name!r}] a canary value.", pytrace=False)
