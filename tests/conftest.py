@@ -45,6 +45,29 @@ def run_cli(
     return result
 
 
+def pip_install_into(project: Path, target: Path) -> None:
+    """Build and install a package into a private site folder (put it on PYTHONPATH for the
+    processes under test), leaving the test environment itself as it was."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

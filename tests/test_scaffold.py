@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, cli_env, run_cli
+from .conftest import REPO, cli_env, pip_install_into, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -125,24 +125,7 @@ def test_the_kit_catches_each_break_and_says_what_to_fix(tmp_path: Path, kind: s
     assert old in text, f"the scaffold changed: {old!r} is gone"
     source.write_text(text.replace(old, new))
     site = tmp_path / "site"
-    install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(package),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert install.returncode == 0, install.stderr
+    pip_install_into(package, site)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYKIT_")}
     env["PYTHONPATH"] = str(site)
     result = subprocess.run(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli_env, free_port, run_cli
+from .conftest import cli_env, free_port, pip_install_into, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -81,29 +81,6 @@ def make_distribution(root: Path, dist: str, module: str, source: str) -> Path:
     return project
 
 
-def pip_install(project: Path, target: Path) -> None:
-    """Install into a private site folder (on PYTHONPATH for the processes under test), so the
-    test environment itself is left as it was."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(project),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     target = tmp_path / "site"
@@ -118,7 +95,7 @@ def test_an_installed_distribution_joins_the_catalog(tmp_path: Path, site: Path)
         "relaykit_acme",
         PLUGIN_SOURCE.format(provider="acme", display="Acme SMS"),
     )
-    pip_install(project, site)
+    pip_install_into(project, site)
     env = cli_env(tmp_path / "home", {"PYTHONPATH": str(site)})
     catalog = json.loads(run_cli(["providers", "--check", "--json"], env).stdout)
     by_name = {p["name"]: p for p in catalog["providers"]}
@@ -145,8 +122,8 @@ def test_a_distribution_that_fails_to_import_is_skipped_and_reported(
         "relaykit_broken",
         "import relaykit_missing_dependency  # the plugin's own bug\n",
     )
-    pip_install(good, site)
-    pip_install(broken, site)
+    pip_install_into(good, site)
+    pip_install_into(broken, site)
     env = cli_env(tmp_path / "home", {"PYTHONPATH": str(site)})
 
     listing = run_cli(["providers"], env)  # without --check: lists, exits 0
@@ -173,7 +150,7 @@ def test_two_distributions_claiming_one_name_stop_the_start(tmp_path: Path, site
         "stripe_fork",
         PLUGIN_SOURCE.format(provider="stripe", display="Stripe fork"),
     )
-    pip_install(clash, site)
+    pip_install_into(clash, site)
     env = cli_env(tmp_path / "home", {"PYTHONPATH": str(site)})
     listing = run_cli(["providers"], env, check=False)
     assert listing.returncode == 1

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from relaykit.catalog import Catalog
 from relaykit.dispatch import attempt_view
 from relaykit.errors import NotFoundError, ValidationError
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
+from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page, select_page
 from relaykit.storage.database import Database
 from relaykit.storage.models import delivery_attempts
 
@@ -66,17 +66,13 @@ class DeliveryAttemptService:
             if value is not None:
                 conditions.append(column == value)
 
-        def query(conn: sa.Connection) -> Page[dict[str, Any]]:
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(delivery_attempts).where(*conditions)
-            ).scalar_one()
-            rows = conn.execute(
-                sa.select(delivery_attempts)
-                .where(*conditions)
-                .order_by(delivery_attempts.c.id)
-                .limit(per_page)
-                .offset((page - 1) * per_page)
+        return self.database.read(
+            lambda conn: select_page(
+                conn,
+                delivery_attempts,
+                conditions,
+                page=page,
+                per_page=per_page,
+                view=lambda row: attempt_view(row._mapping),
             )
-            return Page([attempt_view(r._mapping) for r in rows], int(total), page, per_page)
-
-        return self.database.read(query)
+        )

@@ -20,11 +20,12 @@ from relaykit.catalog import Catalog
 from relaykit.errors import NotFoundError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Action, Status, next_status
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
+from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page, select_page
 from relaykit.providers import STANDARD_CATEGORIES, Provider
 from relaykit.sealing import KeyProvider, SealContext, open_credentials, seal_credentials
 from relaykit.storage import integrations as rows
 from relaykit.storage.database import Database
+from relaykit.storage.models import integrations
 from relaykit.validation import (
     RESERVED_METADATA_KEY,
     split_credentials,
@@ -87,18 +88,16 @@ class IntegrationService:
     ) -> Page[IntegrationView]:
         self._check_filters(status, category, page, per_page)
 
-        def query(conn: sa.Connection) -> Page[IntegrationView]:
-            found, total = rows.page(
-                conn,
-                tenant_id,
-                status=status,
-                category=category,
-                limit=per_page,
-                offset=(page - 1) * per_page,
+        conditions = [integrations.c.tenant_id == tenant_id, integrations.c.deleted_at.is_(None)]
+        if status is not None:
+            conditions.append(integrations.c.status == status)
+        if category is not None:
+            conditions.append(integrations.c.category == category)
+        return self.database.read(
+            lambda conn: select_page(
+                conn, integrations, conditions, page=page, per_page=per_page, view=self.view
             )
-            return Page([self.view(row) for row in found], total, page, per_page)
-
-        return self.database.read(query)
+        )
 
     def _check_filters(
         self, status: str | None, category: str | None, page: int, per_page: int

@@ -30,7 +30,7 @@ from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Status
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
+from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page, select_page
 from relaykit.storage import integrations as integration_rows
 from relaykit.storage.database import Database
 from relaykit.storage.models import integrations, routing_rules
@@ -151,20 +151,11 @@ class RoutingService:
         if capability is not None:
             conditions.append(routing_rules.c.capability == capability)
 
-        def query(conn: sa.Connection) -> Page[RoutingRuleView]:
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(routing_rules).where(*conditions)
-            ).scalar_one()
-            rows = conn.execute(
-                sa.select(routing_rules)
-                .where(*conditions)
-                .order_by(routing_rules.c.id)
-                .limit(per_page)
-                .offset((page - 1) * per_page)
+        return self.database.read(
+            lambda conn: select_page(
+                conn, routing_rules, conditions, page=page, per_page=per_page, view=_view
             )
-            return Page([_view(r) for r in rows], int(total), page, per_page)
-
-        return self.database.read(query)
+        )
 
     def _row(self, conn: sa.Connection, tenant_id: str, rule_id: str) -> Any:
         row = conn.execute(

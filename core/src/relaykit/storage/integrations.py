@@ -48,31 +48,3 @@ def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
 
 def update(conn: sa.Connection, integration_id: str, values: dict[str, Any]) -> None:
     conn.execute(integrations.update().where(integrations.c.id == integration_id).values(**values))
-
-
-def page(
-    conn: sa.Connection,
-    tenant_id: str,
-    *,
-    status: str | None,
-    category: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[sa.Row[Any]], int]:
-    """One page of the tenant's live rows in creation order (ids are ULIDs), and the total."""
-    conditions = [integrations.c.tenant_id == tenant_id, live]
-    if status is not None:
-        conditions.append(integrations.c.status == status)
-    if category is not None:
-        conditions.append(integrations.c.category == category)
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(integrations).where(*conditions)
-    ).scalar_one()
-    rows = conn.execute(
-        sa.select(integrations)
-        .where(*conditions)
-        .order_by(integrations.c.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(rows), int(total)
