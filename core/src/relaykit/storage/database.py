@@ -13,6 +13,8 @@ failing with "database is locked" when it tries to upgrade a read lock
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -44,6 +46,11 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine = sa.create_engine(self.url, **kwargs)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        # SQLite has one writer at a time. Writers of this process queue on this lock instead
+        # of on SQLite's busy handler, which sleeps in steps of 1 to 100 ms while it waits:
+        # under concurrent writes that sleeping, not the writes, was the cost (see
+        # bench/verification.py). Other processes still queue on busy_timeout.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         if self.is_sqlite:
             self._install_sqlite_hooks()
 
@@ -72,7 +79,7 @@ class Database:
     def write(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        with self._write_engine.begin() as conn:
+        with self._write_lock, self._write_engine.begin() as conn:
             return fn(conn, *args, **kwargs)
 
     async def run_read(
