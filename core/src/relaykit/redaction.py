@@ -43,34 +43,48 @@ _AUTHORIZATION = re.compile(
 )
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9_\-./+]+")
+
+
 class _Registry:
+    """The secret values in use, bounded, searchable in time linear in the text.
+
+    Token-like values (letters, digits, ``_-./+``: nearly every API key and token) are found
+    by splitting the text into such tokens and looking each up in a set, so the cost of a
+    log line does not grow with the number of secrets (a regex alternation of thousands of
+    values would have to be recompiled at every new secret). Other values are searched for
+    one by one.
+    """
+
     def __init__(self) -> None:
         self._values: OrderedDict[str, None] = OrderedDict()
+        self._tokens: set[str] = set()
+        self._others: set[str] = set()
         self._lock = threading.Lock()
-        self._pattern: re.Pattern[str] | None = None
 
     def add(self, values: Iterable[Any]) -> None:
         with self._lock:
-            changed = False
             for value in values:
-                if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
-                    if value in self._values:
-                        self._values.move_to_end(value)
-                    else:
-                        self._values[value] = None
-                        changed = True
+                if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+                    continue
+                if value in self._values:
+                    self._values.move_to_end(value)
+                    continue
+                self._values[value] = None
+                (self._tokens if _TOKEN.fullmatch(value) else self._others).add(value)
             while len(self._values) > MAX_REGISTERED:
-                self._values.popitem(last=False)
-                changed = True
-            if changed:
-                ordered = sorted(self._values, key=len, reverse=True)
-                self._pattern = (
-                    re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
-                )
+                old, _ = self._values.popitem(last=False)
+                self._tokens.discard(old)
+                self._others.discard(old)
 
     def redact(self, text: str) -> str:
-        pattern = self._pattern
-        return pattern.sub(MASK, text) if pattern is not None else text
+        if self._tokens:
+            tokens = self._tokens
+            text = _TOKEN.sub(lambda m: MASK if m.group(0) in tokens else m.group(0), text)
+        for value in tuple(self._others):
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
 
 
 _registry = _Registry()

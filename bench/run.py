@@ -1,0 +1,381 @@
+"""relaykit's benchmarks, one command: ``python bench/run.py [--output bench/results.json]``.
+
+Every figure is a ratio or a difference measured in the same run (these machines are shared
+and noisy); docs/performance.md explains each and records a run. Needs ``wrk`` (Debian's
+package; installed with apt-get when missing and running as root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from relaykit.ids import new_id, utcnow
+from relaykit.integrations import IntegrationService
+from relaykit.keys import load_key_provider
+from relaykit.plugins import make_plugin_manager
+from relaykit.sealing import SealContext, seal_credentials
+from relaykit.settings import Settings
+from relaykit.storage import tenants as tenant_store
+from relaykit.storage.database import open_database
+from relaykit.storage.models import integrations
+from server import BenchProviders
+
+HERE = Path(__file__).resolve().parent
+CREATE_LUA = HERE / "create.lua"
+PROVIDERS = 25
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("bench needs wrk: apt-get install wrk")
+    return found
+
+
+# -- seeding ---------------------------------------------------------------------------------
+
+
+def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, Any]:
+    """A tenant 'bench' with one live integration per bench provider (25), ``deleted``
+    soft-deleted ones in its history, and ``create_tenants`` more tenants with tokens."""
+    env = {"RELAYKIT_HOME": str(home)}
+    settings = Settings.from_env(env)
+    database = open_database(settings)
+    pm = make_plugin_manager(plugins=[("bench", BenchProviders())], environ={})
+    catalog = pm.catalog()
+    keys = load_key_provider(settings, pm)
+    service = IntegrationService(database, catalog, keys)
+    tenant_id = database.write(tenant_store.create_tenant, "bench").id
+    token = database.write(tenant_store.create_token, "bench")[1]
+    live = [
+        service.create(
+            tenant_id,
+            {
+                "provider": f"bench{n:02d}",
+                "credentials": {"api_key": f"key-{n}-secret", "sender": "+15550100000"},
+                "enabled_capabilities": ["send_sms"],
+            },
+        ).id
+        for n in range(1, PROVIDERS + 1)
+    ]
+    now = utcnow()
+    batch: list[dict[str, Any]] = []
+    for number in range(deleted):
+        integration_id = new_id()
+        provider = f"bench{number % PROVIDERS + 1:02d}"
+        batch.append(
+            {
+                "id": integration_id,
+                "tenant_id": tenant_id,
+                "provider": provider,
+                "category": "communication",
+                "status": "active",
+                "enabled_capabilities": ["send_sms"],
+                "public_credentials": {"sender": "+15550100000"},
+                "sealed_credentials": seal_credentials(
+                    {"api_key": f"old-{number}-secret"},
+                    SealContext(tenant_id, integration_id, provider),
+                    keys,
+                ),
+                "credentials_version": 1,
+                "metadata": {},
+                "verification": None,
+                "verify_attempts": 0,
+                "next_verify_at": None,
+                "verified_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "deleted_at": now,
+            }
+        )
+        if len(batch) == 5000:
+            database.write(lambda conn, b=batch: conn.execute(integrations.insert(), b))
+            batch = []
+    if batch:
+        database.write(lambda conn, b=batch: conn.execute(integrations.insert(), b))
+    tokens = []
+    if create_tenants:
+
+        def make(conn: sa.Connection) -> list[str]:
+            made = []
+            for number in range(create_tenants):
+                tenant_store.create_tenant(conn, f"c{number}")
+                made.append(tenant_store.create_token(conn, f"c{number}")[1])
+            return made
+
+        tokens = database.write(make)
+    database.write(
+        lambda conn: conn.execute(
+            integrations.update().where(integrations.c.id.in_(live)).values(status="active")
+        )
+    )
+    database.dispose()
+    return {"token": token, "live": live, "tokens": tokens}
+
+
+class Server:
+    def __init__(self, home: Path, extra_env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYKIT_")}
+        env.update(
+            {
+                "RELAYKIT_HOME": str(home),
+                "RELAYKIT_EMBEDDED_WORKER": "0",
+                "RELAYKIT_LOG_LEVEL": "WARNING",
+                "BENCH_CEILING_FILE": str(home / "ceiling.json"),
+            }
+        )
+        env.update(extra_env)
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "server.py"), str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("bench server did not start")
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: int,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    command = [ensure_wrk(), "-t1", "-c16", f"-d{seconds}s", "--latency"]
+    for key, value in (headers or {}).items():
+        command += ["-H", f"{key}: {value}"]
+    if script:
+        command += ["-s", str(script)]
+    out = subprocess.run(
+        command + [url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "non_2xx": int(bad.group(1)) if bad else 0}
+
+
+def latencies(call: Any, count: int) -> list[float]:
+    found = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        found.append((time.perf_counter() - started) * 1000)
+    return sorted(found)
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", default=str(HERE / "results.json"))
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--scale", type=int, default=100_000)
+    args = parser.parse_args()
+    ensure_wrk()
+    results: dict[str, Any] = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+
+        # throughput: list, get, create, each divided by the ceiling ---------------------------
+        home = root / "main"
+        seeded = seed(home, create_tenants=3000)
+        (home / "tokens.txt").write_text("\n".join(seeded["tokens"]))
+        stand_in = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time\nfrom relaykit.testing.standin import StandIn\n"
+                "s = StandIn(lambda r: (201, {'id': 'm1'})).start()\nprint(s.base_url, flush=True)\n"
+                "time.sleep(86400)",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        stand_in_url = stand_in.stdout.readline().strip()  # type: ignore[union-attr]
+        server = Server(
+            home, {f"RELAYKIT_BENCH{n:02d}_API_BASE": stand_in_url for n in range(1, 26)}
+        )
+        auth = {"Authorization": f"Bearer {seeded['token']}"}
+        try:
+            listed = httpx.get(f"{server.base}/api/v1/integrations", headers=auth)
+            assert len(listed.json()["data"]) == 25
+            (home / "ceiling.json").write_bytes(listed.content)
+            ceiling_1 = wrk(f"{server.base}/bench/ceiling", seconds=args.seconds)
+            list_ = wrk(f"{server.base}/api/v1/integrations", seconds=args.seconds, headers=auth)
+            get_one = wrk(
+                f"{server.base}/api/v1/integrations/{seeded['live'][0]}",
+                seconds=args.seconds,
+                headers=auth,
+            )
+            create = wrk(
+                f"{server.base}/api/v1/integrations",
+                seconds=args.seconds,
+                script=CREATE_LUA,
+                env={"BENCH_TOKENS": str(home / "tokens.txt")},
+            )
+            ceiling_2 = wrk(f"{server.base}/bench/ceiling", seconds=args.seconds)
+            ceiling = (ceiling_1["rps"] + ceiling_2["rps"]) / 2
+            results["ceiling_rps"] = round(ceiling, 1)
+            results["list"] = {
+                "rps": list_["rps"],
+                "ratio": round(list_["rps"] / ceiling, 3),
+                "non_2xx": list_["non_2xx"],
+            }
+            results["get"] = {
+                "rps": get_one["rps"],
+                "ratio": round(get_one["rps"] / ceiling, 3),
+                "non_2xx": get_one["non_2xx"],
+            }
+            results["create"] = {
+                "rps": create["rps"],
+                "ratio": round(create["rps"] / ceiling, 3),
+                "non_2xx": create["non_2xx"],
+            }
+
+            # dispatch overhead: send_sms through routing minus the stand-in called directly --
+            with httpx.Client(base_url=server.base, headers=auth, timeout=10) as client:
+                rule = client.post(
+                    "/api/v1/routing-rules",
+                    json={
+                        "capability": "send_sms",
+                        "integration_id": seeded["live"][0],
+                        "is_default": True,
+                    },
+                )
+                assert rule.status_code == 201, rule.text
+                body = {"to": "+15550100001", "body": "bench"}
+                for _ in range(50):  # warm up both paths
+                    client.post("/api/v1/operations/send_sms", json=body)
+                with httpx.Client(base_url=stand_in_url, timeout=10) as direct:
+                    for _ in range(50):
+                        direct.post("/v1/messages", json=body)
+                    plain = latencies(lambda: direct.post("/v1/messages", json=body), 500)
+                routed = latencies(
+                    lambda: client.post("/api/v1/operations/send_sms", json=body), 500
+                )
+            results["dispatch"] = {
+                "direct_p50_ms": round(pct(plain, 0.5), 3),
+                "direct_p99_ms": round(pct(plain, 0.99), 3),
+                "routed_p50_ms": round(pct(routed, 0.5), 3),
+                "routed_p99_ms": round(pct(routed, 0.99), 3),
+                "overhead_p50_ms": round(pct(routed, 0.5) - pct(plain, 0.5), 3),
+                "overhead_p99_ms": round(pct(routed, 0.99) - pct(plain, 0.99), 3),
+            }
+        finally:
+            server.stop()
+            stand_in.terminate()
+
+        # verification throughput ÷ (concurrency ÷ latency) -----------------------------------
+        out = subprocess.run(
+            [sys.executable, str(HERE / "verification.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        results["verification"] = json.loads(out.strip().splitlines()[-1])
+
+        # list latency with a large tenant ÷ with a small one; memory ---------------------------
+        scale: dict[str, Any] = {}
+        for label, history in (("small", 100 - PROVIDERS), ("large", args.scale - PROVIDERS)):
+            home = root / label
+            seeded = seed(home, deleted=history)
+            server = Server(home, {})
+            try:
+                with httpx.Client(
+                    base_url=server.base,
+                    timeout=10,
+                    headers={"Authorization": f"Bearer {seeded['token']}"},
+                ) as client:
+                    for _ in range(50):
+                        client.get("/api/v1/integrations")
+                    timings = latencies(lambda: client.get("/api/v1/integrations"), 500)
+                scale[label] = {
+                    "integrations_in_tenant": history + PROVIDERS,
+                    "list_p50_ms": round(statistics.median(timings), 3),
+                    "rss_mb": round(server.rss_mb(), 1),
+                }
+            finally:
+                server.stop()
+        scale["ratio"] = round(scale["large"]["list_p50_ms"] / scale["small"]["list_p50_ms"], 3)
+        results["scale"] = scale
+
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    table = [
+        ("list (25 rows, auth) ÷ ceiling", results["list"]["ratio"], "≥ 0.50"),
+        ("get one ÷ ceiling", results["get"]["ratio"], "≥ 0.50"),
+        ("create ÷ ceiling", results["create"]["ratio"], "≥ 0.25"),
+        ("send_sms overhead p50 (ms)", results["dispatch"]["overhead_p50_ms"], "≤ 2"),
+        ("send_sms overhead p99 (ms)", results["dispatch"]["overhead_p99_ms"], ""),
+        ("verified/s ÷ bound", results["verification"]["ratio"], "≥ 0.80"),
+        (f"list p50 at {args.scale:,} ÷ at 100", results["scale"]["ratio"], "≤ 1.5"),
+        (f"server RSS at {args.scale:,} (MB)", results["scale"]["large"]["rss_mb"], ""),
+    ]
+    print(f"ceiling: {results['ceiling_rps']} requests/s; {results['machine']}")
+    for name, value, target in table:
+        print(f"{name:<36} {value:>10}   {target}")
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The relaykit app as ``relaykit serve`` runs it, plus what the benchmarks need:
+
+* 25 bench providers (``bench01`` … ``bench25``, send_sms), so one tenant can hold 25
+  integrations (one per provider, as the contract allows);
+* ``GET /bench/ceiling``: the same app and server answering a fixed payload (the bytes of
+  ``$BENCH_CEILING_FILE``, read once), the ceiling the API's figures are divided by.
+
+    python bench/server.py PORT
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from litestar import Response, get
+
+from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+from relaykit.capabilities import MessageResult
+from relaykit.operations import OperationResult, classify_operation_response
+from relaykit.plugins import make_plugin_manager
+from relaykit.settings import Settings
+from relaykit_server import create_app
+
+PROVIDER_COUNT = 25
+
+
+async def verify(credentials: Any, ctx: Any) -> VerificationResult:
+    return VerificationResult.accepted()
+
+
+async def send_sms(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
+    response = await ctx.http.post(
+        "/v1/messages",
+        json={"to": payload.to, "text": payload.body},
+        headers={"Authorization": f"Bearer {credentials['api_key']}"},
+    )
+    failed = classify_operation_response(response, error_message=lambda body: None)
+    if failed is not None:
+        return failed
+    return OperationResult.succeeded(
+        MessageResult(
+            provider_message_id=response.json()["id"],
+            provider_status="queued",
+            to=payload.to,
+            from_=credentials["sender"],
+        )
+    )
+
+
+def bench_provider(number: int) -> Provider:
+    return Provider(
+        name=f"bench{number:02d}",
+        display_name=f"Bench {number:02d}",
+        category="communication",
+        capabilities=("send_sms",),
+        credential_schema={
+            "api_key": CredentialField(sensitive=True),
+            "sender": CredentialField(pattern=r"^\+[1-9][0-9]{1,14}$"),
+        },
+        api_base="http://127.0.0.1:9",
+        verify=verify,
+        operations={"send_sms": send_sms},
+    )
+
+
+class BenchProviders:
+    @hookimpl
+    def relaykit_providers(self) -> list[Provider]:
+        return [bench_provider(n) for n in range(1, PROVIDER_COUNT + 1)]
+
+
+_ceiling: bytes | None = None
+
+
+@get("/bench/ceiling", include_in_schema=False)
+async def ceiling() -> Response[bytes]:
+    global _ceiling
+    if _ceiling is None:
+        _ceiling = Path(os.environ["BENCH_CEILING_FILE"]).read_bytes()
+    return Response(_ceiling, media_type="application/json")
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    pm = make_plugin_manager(plugins=[("bench", BenchProviders())])
+    app = create_app(settings, plugin_manager=pm)
+    app.register(ceiling)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
