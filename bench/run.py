@@ -198,7 +198,7 @@ def wrk(
     if script:
         command += ["-s", str(script)]
     out = subprocess.run(
-        command + [url],
+        [*command, url],
         capture_output=True,
         text=True,
         check=True,
@@ -231,7 +231,9 @@ def main() -> int:
     ensure_wrk()
     results: dict[str, Any] = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
     }
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -245,8 +247,8 @@ def main() -> int:
                 sys.executable,
                 "-c",
                 "import sys, time\nfrom relaykit.testing.standin import StandIn\n"
-                "s = StandIn(lambda r: (201, {'id': 'm1'})).start()\nprint(s.base_url, flush=True)\n"
-                "time.sleep(86400)",
+                "s = StandIn(lambda r: (201, {'id': 'm1'})).start()\n"
+                "print(s.base_url, flush=True)\ntime.sleep(86400)",
             ],
             stdout=subprocess.PIPE,
             text=True,

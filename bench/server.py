@@ -76,8 +76,9 @@ class BenchProviders:
 _ceiling: bytes | None = None
 
 
-@get("/bench/ceiling", include_in_schema=False)
-async def ceiling() -> Response[bytes]:
+@get("/bench/ceiling", include_in_schema=False, sync_to_thread=False)
+def ceiling() -> Response[bytes]:
+    # Read once, on the first request (the runner writes the file after the server is up).
     global _ceiling
     if _ceiling is None:
         _ceiling = Path(os.environ["BENCH_CEILING_FILE"]).read_bytes()
