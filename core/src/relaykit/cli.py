@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level != "DEBUG":
+        # Alembic narrates every plugin it sets up at INFO on each start; its warnings stay.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     plugin_manager = get_plugin_manager()
     group = build_cli(plugin_manager)
     group.main(args=argv, prog_name="relaykit", obj=CliState(settings, plugin_manager))

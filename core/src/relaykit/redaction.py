@@ -20,7 +20,7 @@ import re
 import threading
 import traceback
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "[redacted]"
@@ -101,14 +101,24 @@ def redact_text(text: str) -> str:
     return _BY_NAME.sub(lambda m: m.group("name") + MASK, text)
 
 
+def _redacted_value(value: Any) -> Any:
+    """``value`` if it carries no secret, else its text, redacted."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    redacted = redact_text(text)
+    return value if redacted == text else redacted
+
+
 def _redacted_record(factory: Any, *args: Any, **kwargs: Any) -> logging.LogRecord:
     record: logging.LogRecord = factory(*args, **kwargs)
-    try:
-        message = record.getMessage()
-    except Exception:  # a broken format string: keep what there is, redacted
-        message = f"{record.msg!r} % {record.args!r}"
-    record.msg = redact_text(message)
-    record.args = None
+    # The message and each argument are redacted in place, keeping the arguments' shape:
+    # some formatters (uvicorn's access log) read record.args themselves.
+    record.msg = _redacted_value(record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(_redacted_value(arg) for arg in record.args)
+    elif isinstance(record.args, Mapping):
+        record.args = {key: _redacted_value(arg) for key, arg in record.args.items()}
     if record.exc_info and record.exc_info[1] is not None:
         text = "".join(traceback.format_exception(*record.exc_info))
         record.exc_text = redact_text(text.rstrip("\n"))
