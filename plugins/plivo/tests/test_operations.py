@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
@@ -24,12 +23,10 @@ from relaykit.capabilities import (
     SEND_WHATSAPP,
     STANDARD_CONTRACTS,
     MessageResult,
-    decode_input,
 )
-from relaykit.operations import OperationContext, OperationOutcome, OperationResult, run_operation
+from relaykit.operations import OperationOutcome, OperationResult
 from relaykit.providers import provider_problems
-from relaykit.testing import closed_port_url, silent_server
-from relaykit.verification import make_provider_client
+from relaykit.testing import closed_port_url, run_handler, silent_server
 from relaykit_plivo import PROVIDER
 from relaykit_plivo.operations import message_path
 
@@ -74,12 +71,11 @@ def send(
     timeout: float = 5.0,
     secrets: dict[str, Any] | None = None,
 ) -> tuple[OperationResult, list[httpx.Request]]:
-    """Run the provider's handler for ``capability`` the way the dispatcher does."""
-    contract = STANDARD_CONTRACTS[capability]
+    """Run the provider's handler for ``capability`` the way the dispatcher does (the core's
+    :func:`relaykit.testing.run_handler`), recording the requests it sends."""
     raw: dict[str, Any] = {"to": to, "body": body}
     if from_ is not None:
         raw["from"] = from_
-    payload = decode_input(contract, raw)
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -87,25 +83,19 @@ def send(
         assert respond is not None
         return respond(request)
 
-    transport = httpx.MockTransport(handler) if respond is not None else None
-
-    async def main() -> OperationResult:
-        async with make_provider_client(
-            PROVIDER, environ or {}, timeout=timeout, transport=transport
-        ) as client:
-            ctx = OperationContext(
-                client, str(client.base_url), operation_id="op1", idempotency_key="op1"
-            )
-            return await run_operation(
-                PROVIDER.operations[capability],
-                payload,
-                credentials if credentials is not None else CREDENTIALS,
-                ctx,
-                output=contract.output,
-                secrets=SECRETS if secrets is None else secrets,
-            )
-
-    return anyio.run(main), seen
+    result = run_handler(
+        PROVIDER,
+        capability,
+        raw,
+        credentials if credentials is not None else CREDENTIALS,
+        handler=handler if respond is not None else None,
+        api_base=(environ or {}).get("RELAYKIT_PLIVO_API_BASE"),
+        timeout=timeout,
+        idempotency_key="op1",
+        operation_id="op1",
+        secrets=SECRETS if secrets is None else secrets,
+    )
+    return result, seen
 
 
 def sent_json(request: httpx.Request) -> Any:

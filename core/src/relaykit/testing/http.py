@@ -61,15 +61,22 @@ def run_handler(
     api_base: str | None = None,
     timeout: float = 5.0,
     idempotency_key: str = "op_test_key",
+    operation_id: str = "op_test",
+    secrets: Mapping[str, object] | None = None,
 ) -> OperationResult:
     """Run ``provider``'s handler for ``capability`` as the dispatcher does: ``payload`` (JSON)
     decoded by the capability's contract, credentials given, through ``run_operation``, with
-    ``handler`` (a fake of the API) or a real ``api_base`` at the far end."""
+    ``handler`` (a fake of the API) or a real ``api_base`` at the far end.
+
+    ``secrets`` are the values ``run_operation`` redacts (default: the provider's sensitive
+    fields, as the dispatcher passes them); pass ``{}`` to check a handler masks by itself.
+    """
     contract = STANDARD_CONTRACTS[capability]
     request = decode_input(contract, dict(payload))
     environ: Mapping[str, str] = {api_base_env_var(provider.name): api_base} if api_base else {}
     transport = httpx.MockTransport(handler) if handler is not None else None
-    secrets = {k: v for k, v in credentials.items() if k in provider.sensitive_fields}
+    if secrets is None:
+        secrets = {k: v for k, v in credentials.items() if k in provider.sensitive_fields}
 
     async def main() -> OperationResult:
         async with make_provider_client(
@@ -78,7 +85,7 @@ def run_handler(
             ctx = OperationContext(
                 client,
                 str(client.base_url),
-                operation_id="op_test",
+                operation_id=operation_id,
                 idempotency_key=idempotency_key,
             )
             return await run_operation(
