@@ -39,6 +39,25 @@ DUPLICATE_MESSAGE = "An integration for this provider already exists."
 NOT_FOUND_MESSAGE = "Integration not found."
 
 
+#: What :meth:`IntegrationService.view` reads (not the sealed blob, not the worker's lease).
+VIEW_COLUMNS = [
+    integrations.c[name]
+    for name in (
+        "id",
+        "provider",
+        "category",
+        "status",
+        "enabled_capabilities",
+        "public_credentials",
+        "metadata",
+        "verification",
+        "verified_at",
+        "created_at",
+        "updated_at",
+    )
+]
+
+
 class IntegrationView(msgspec.Struct, frozen=True):
     """An integration as the API shows it: sensitive credential fields always null."""
 
@@ -95,7 +114,13 @@ class IntegrationService:
             conditions.append(integrations.c.category == category)
         return self.database.read(
             lambda conn: select_page(
-                conn, integrations, conditions, page=page, per_page=per_page, view=self.view
+                conn,
+                integrations,
+                conditions,
+                page=page,
+                per_page=per_page,
+                view=self.view,
+                columns=VIEW_COLUMNS,
             )
         )
 

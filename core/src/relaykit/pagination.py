@@ -59,14 +59,16 @@ def select_page(
     page: int,
     per_page: int,
     view: Callable[[Any], T],
+    columns: Sequence[Any] | None = None,
 ) -> Page[T]:
     """One page of ``table``'s rows matching ``conditions``, in id (creation) order, and the
-    total: the one list query every list endpoint runs."""
+    total: the one list query every list endpoint runs. ``columns``: only these (default:
+    all), so a list does not fetch what its view does not show."""
     total = conn.execute(
         sa.select(sa.func.count()).select_from(table).where(*conditions)
     ).scalar_one()
     rows = conn.execute(
-        sa.select(table)
+        sa.select(*(columns or [table]))
         .where(*conditions)
         .order_by(table.c.id)
         .limit(per_page)

@@ -40,6 +40,16 @@ async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
+async def read_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a synchronous read-only service call: inline where the database allows it
+    (SQLite, see Database.inline_reads), else in a worker thread."""
+    from relaykit_server.state import AppResources
+
+    if AppResources.of(request.app).database.inline_reads:
+        return fn(*args, **kwargs)
+    return await in_thread(fn, *args, **kwargs)
+
+
 def int_param(request: ApiRequest, name: str, default: int, errors: dict[str, list[str]]) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":

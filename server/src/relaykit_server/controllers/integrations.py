@@ -14,7 +14,14 @@ from litestar.params import FromPath
 
 from relaykit.integrations import IntegrationService
 from relaykit_server.envelope import success
-from relaykit_server.requests import ApiRequest, in_thread, paginated, paging, read_json
+from relaykit_server.requests import (
+    ApiRequest,
+    in_thread,
+    paginated,
+    paging,
+    read_call,
+    read_json,
+)
 from relaykit_server.state import AppResources
 
 BASE_PATH = "/api/v1/integrations"
@@ -33,7 +40,8 @@ class IntegrationsController(Controller):
         page_number, per_page = paging(request)
         status = request.query_params.get("status") or None
         category = request.query_params.get("category") or None
-        page = await in_thread(
+        page = await read_call(
+            request,
             service_of(request).list,
             request.user.tenant_id,
             status=status,
@@ -53,7 +61,9 @@ class IntegrationsController(Controller):
     async def get_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await in_thread(service_of(request).get, request.user.tenant_id, integration_id)
+        view = await read_call(
+            request, service_of(request).get, request.user.tenant_id, integration_id
+        )
         return success(view)
 
     @patch("/{integration_id:str}", summary="Update an integration")

@@ -12,7 +12,14 @@ from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath
 
 from relaykit_server.envelope import failure, success
-from relaykit_server.requests import ApiRequest, in_thread, paginated, paging, read_json
+from relaykit_server.requests import (
+    ApiRequest,
+    in_thread,
+    paginated,
+    paging,
+    read_call,
+    read_json,
+)
 from relaykit_server.state import AppResources
 
 
@@ -24,7 +31,8 @@ class RoutingRulesController(Controller):
     async def list_rules(self, request: ApiRequest) -> Response[Any]:
         page_number, per_page = paging(request)
         capability = request.query_params.get("capability") or None
-        page = await in_thread(
+        page = await read_call(
+            request,
             AppResources.of(request.app).routing.list,
             request.user.tenant_id,
             capability=capability,
@@ -43,8 +51,8 @@ class RoutingRulesController(Controller):
 
     @get("/{rule_id:str}", summary="Get a routing rule")
     async def get_rule(self, request: ApiRequest, rule_id: FromPath[str]) -> Response[Any]:
-        view = await in_thread(
-            AppResources.of(request.app).routing.get, request.user.tenant_id, rule_id
+        view = await read_call(
+            request, AppResources.of(request.app).routing.get, request.user.tenant_id, rule_id
         )
         return success(view)
 
@@ -91,7 +99,8 @@ class DeliveryAttemptsController(Controller):
             name: request.query_params.get(name) or None
             for name in ("integration_id", "capability", "status")
         }
-        page = await in_thread(
+        page = await read_call(
+            request,
             AppResources.of(request.app).deliveries.list,
             request.user.tenant_id,
             page=page_number,
@@ -102,7 +111,7 @@ class DeliveryAttemptsController(Controller):
 
     @get("/{attempt_id:str}", summary="Get a delivery attempt")
     async def get_attempt(self, request: ApiRequest, attempt_id: FromPath[str]) -> Response[Any]:
-        view = await in_thread(
-            AppResources.of(request.app).deliveries.get, request.user.tenant_id, attempt_id
+        view = await read_call(
+            request, AppResources.of(request.app).deliveries.get, request.user.tenant_id, attempt_id
         )
         return success(view)
