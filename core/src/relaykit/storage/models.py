@@ -17,10 +17,20 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Timestamps stored in UTC and always read back timezone-aware.
 
     SQLite keeps no zone, PostgreSQL keeps ``timestamptz``; both read back as aware UTC.
+
+    On SQLite the text is written and read here, in SQLAlchemy's own storage format
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, fixed width, so comparisons in SQL order correctly):
+    ``datetime.fromisoformat`` reads it several times faster than the dialect's regex, which
+    was the largest cost of a list (four timestamps a row).
     """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String())
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
 
     def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
         if value is None:
@@ -28,7 +38,9 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given for a UTC column")
         value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            return f"{value:%Y-%m-%d %H:%M:%S.%f}"
+        return value
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
