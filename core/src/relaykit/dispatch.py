@@ -47,7 +47,7 @@ from relaykit.sealing import KeyProvider, SealContext, open_credentials
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
 from relaykit.storage.models import delivery_attempts, integrations, operations
-from relaykit.verification import make_provider_client
+from relaykit.verification import ProviderClients
 
 logger = logging.getLogger("relaykit.dispatch")
 
@@ -87,27 +87,12 @@ class Dispatcher:
         self.catalog = catalog
         self.key_provider = key_provider
         self.routing = routing
-        self._transport = transport
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients = ProviderClients(
+            settings.api_bases, timeout=settings.operation_timeout, transport=transport
+        )
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
-
-    def _client(self, provider_name: str) -> httpx.AsyncClient:
-        client = self._clients.get(provider_name)
-        if client is None:
-            provider = self.catalog.get(provider_name)
-            assert provider is not None
-            client = make_provider_client(
-                provider,
-                self.settings.api_bases,
-                timeout=self.settings.operation_timeout,
-                transport=self._transport,
-            )
-            self._clients[provider_name] = client
-        return client
+        await self._clients.aclose()
 
     # -- the flow ------------------------------------------------------------------------------
 
@@ -213,7 +198,7 @@ class Dispatcher:
                     OperationOutcome.TRANSIENT, f"stored credentials cannot be opened: {exc}"
                 )
             else:
-                client = self._client(provider.name)
+                client = self._clients.get(provider)
                 ctx = OperationContext(
                     client,
                     str(client.base_url),

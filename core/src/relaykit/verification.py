@@ -117,6 +117,37 @@ def make_provider_client(
     )
 
 
+class ProviderClients:
+    """One HTTP client (one connection pool) per provider, kept for the owner's lifetime;
+    the verification worker and the dispatcher each hold one."""
+
+    def __init__(
+        self,
+        api_bases: Mapping[str, str],
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._api_bases = api_bases
+        self._timeout = timeout
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def get(self, provider: Provider) -> httpx.AsyncClient:
+        client = self._clients.get(provider.name)
+        if client is None:
+            client = make_provider_client(
+                provider, self._api_bases, timeout=self._timeout, transport=self._transport
+            )
+            self._clients[provider.name] = client
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
     if value is None:

@@ -46,16 +46,15 @@ from relaykit.catalog import Catalog
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Action, Status, next_status
-from relaykit.providers import Provider
 from relaykit.sealing import KeyProvider, SealContext, open_credentials
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
 from relaykit.storage.models import integrations
 from relaykit.verification import (
     Outcome,
+    ProviderClients,
     ProviderContext,
     VerificationResult,
-    make_provider_client,
     run_verifier,
 )
 
@@ -106,8 +105,9 @@ class VerificationWorker:
         self.catalog = catalog
         self.key_provider = key_provider
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
-        self._transport = transport
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients = ProviderClients(
+            settings.api_bases, timeout=settings.verify_timeout, transport=transport
+        )
         self._rng = random.Random()  # noqa: S311 (retry jitter, not a secret)
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,9 +154,7 @@ class VerificationWorker:
         finally:
             with anyio.CancelScope(shield=True):
                 released = await anyio.to_thread.run_sync(self._release_leases)
-                for client in self._clients.values():
-                    await client.aclose()
-                self._clients.clear()
+                await self._clients.aclose()
             logger.info("verification worker %s stopped (%d leases returned)", self.owner, released)
 
     async def _claim_loop(self, group: anyio.abc.TaskGroup) -> None:
@@ -225,7 +223,7 @@ class VerificationWorker:
                 f"stored credentials cannot be opened: {job.open_error}"
             )
         credentials = job.credentials
-        client = self._client(provider)
+        client = self._clients.get(provider)
         ctx = ProviderContext(client, str(client.base_url))
         return await run_verifier(provider, credentials, ctx)
 
@@ -235,19 +233,6 @@ class VerificationWorker:
             context = SealContext(job.tenant_id, job.id, job.provider)
             secret = open_credentials(job.sealed_credentials, context, self.key_provider)
         return {**job.public_credentials, **secret}
-
-    def _client(self, provider: Provider) -> httpx.AsyncClient:
-        # One client (one connection pool) per provider for the worker's lifetime.
-        client = self._clients.get(provider.name)
-        if client is None:
-            client = make_provider_client(
-                provider,
-                self.settings.api_bases,
-                timeout=self.settings.verify_timeout,
-                transport=self._transport,
-            )
-            self._clients[provider.name] = client
-        return client
 
     # -- the database side -------------------------------------------------------------------
 
