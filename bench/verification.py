@@ -7,12 +7,16 @@ one VerificationWorker in this process against a local stand-in that answers
 ``GET /v1/balance`` after LATENCY seconds, and reports verified per second against the
 bound concurrency / latency (the rate a worker that spent no time of its own would reach).
 The figure that matters is the ratio, measured in one run.
+
+The stand-in runs in a process of its own, as the provider's API would: in this process its
+threads would take the GIL from the worker being measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +31,6 @@ from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
 from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
-from relaykit.testing.standin import stand_in
 from relaykit.worker import VerificationWorker
 
 BALANCE = {"object": "balance", "available": [], "pending": [], "livemode": False}
@@ -40,12 +43,28 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=None)
     args = parser.parse_args()
 
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        stand_in(lambda request: (200, BALANCE), latency=args.latency) as stripe,
-    ):
+    stripe = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom relaykit.testing.standin import StandIn\n"
+            f"s = StandIn(lambda r: (200, {BALANCE!r}), latency={args.latency!r}).start()\n"
+            "print(s.base_url, flush=True)\ntime.sleep(86400)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stripe_url = stripe.stdout.readline().strip()  # type: ignore[union-attr]
+    try:
+        return measure(args, stripe_url)
+    finally:
+        stripe.terminate()
+
+
+def measure(args: argparse.Namespace, stripe_url: str) -> int:
+    with tempfile.TemporaryDirectory() as folder:
         settings = Settings.from_env(
-            {"RELAYKIT_HOME": folder, "RELAYKIT_STRIPE_API_BASE": stripe.base_url}
+            {"RELAYKIT_HOME": folder, "RELAYKIT_STRIPE_API_BASE": stripe_url}
         )
         if args.concurrency:
             settings = msgspec.structs.replace(settings, worker_concurrency=args.concurrency)

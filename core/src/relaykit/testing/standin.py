@@ -92,9 +92,7 @@ class StandIn:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 256
+        server = _Server(("127.0.0.1", 0), Handler)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
         self._thread.start()
@@ -107,6 +105,14 @@ class StandIn:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog, which the constructor passes to listen(): the default of 5 drops
+    # the SYNs of a burst of new connections, and each dropped one waits a whole second
+    # for its retransmission, a stall no real provider would show.
+    request_queue_size = 256
 
 
 @contextmanager
