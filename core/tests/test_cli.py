@@ -34,7 +34,7 @@ def test_tenant_and_token_lifecycle(settings: Settings) -> None:
     assert made.exit_code == 0
     token = made.stdout.strip().splitlines()[-1]  # the contract: the token is the last line
     database = open_database(settings)
-    assert database.read(store.authenticate, token) == tenant_id
+    assert store.authenticate(database, token) == tenant_id
 
     listed = run(settings, ["tokens", "list", "--tenant", "acme"])
     assert "active" in listed.stdout and "ops" in listed.stdout
@@ -42,7 +42,7 @@ def test_tenant_and_token_lifecycle(settings: Settings) -> None:
     token_id = token.split("_")[1]
     revoked = run(settings, ["tokens", "revoke", token_id])
     assert revoked.exit_code == 0 and token_id in revoked.stdout
-    assert database.read(store.authenticate, token) is None
+    assert store.authenticate(database, token) is None
     assert "revoked" in run(settings, ["tokens", "list", "--tenant", "acme"]).stdout
     assert "acme" in run(settings, ["tenants", "list"]).stdout
     database.dispose()

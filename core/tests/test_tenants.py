@@ -30,9 +30,9 @@ def test_token_round_trip_and_revocation(database: Database) -> None:
     tenant = database.write(store.create_tenant, "acme")
     record, token = database.write(store.create_token, "acme", label="ci")
     assert token.startswith("rk_") and record.id in token
-    assert database.read(store.authenticate, token) == tenant.id
+    assert store.authenticate(database, token) == tenant.id
     database.write(store.revoke_token, record.id)
-    assert database.read(store.authenticate, token) is None
+    assert store.authenticate(database, token) is None
     again = database.write(store.revoke_token, token)  # by the whole token, twice: harmless
     assert again.revoked_at is not None
     [listed] = database.read(store.list_tokens, "acme")
@@ -52,7 +52,7 @@ def test_wrong_and_malformed_tokens_fail(database: Database) -> None:
         token.upper(),
         "rk_" + "0" * 26 + "_" + "a" * 43,
     ]:
-        assert database.read(store.authenticate, candidate) is None
+        assert store.authenticate(database, candidate) is None
 
 
 def test_tokens_are_stored_hashed(

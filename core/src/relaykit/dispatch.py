@@ -31,7 +31,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import anyio.to_thread
 import httpx
 import msgspec
 import sqlalchemy as sa
@@ -53,6 +52,10 @@ logger = logging.getLogger("relaykit.dispatch")
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_FIELD = "Idempotency-Key"
+
+# Built once, so SQLAlchemy reuses the compiled statements (docs/performance.md).
+_INSERT_OPERATION = operations.insert()
+_INSERT_ATTEMPT = delivery_attempts.insert()
 
 
 class DispatchResponse(msgspec.Struct, frozen=True):
@@ -119,8 +122,8 @@ class Dispatcher:
         operation_id = new_id()
         started = utcnow()
 
-        begun = await anyio.to_thread.run_sync(
-            self._begin, tenant_id, capability, operation_id, idempotency_key, request_hash, started
+        begun = await self._begin(
+            tenant_id, capability, operation_id, idempotency_key, request_hash, started
         )
         if isinstance(begun, DispatchResponse):
             return begun  # a replay of a finished operation
@@ -131,8 +134,8 @@ class Dispatcher:
         final: OperationResult | None = None
         served_by: str | None = None
         for index, candidate in enumerate(candidates):
-            if index > 0 and not await anyio.to_thread.run_sync(
-                self._still_usable, tenant_id, candidate.integration_id, capability
+            if index > 0 and not await self.database.run_read(
+                self.routing.still_usable, tenant_id, candidate.integration_id, capability
             ):
                 continue
             result, attempt = await self._try(
@@ -158,8 +161,7 @@ class Dispatcher:
             break
 
         response = self._response(capability, operation_id, started, final, served_by, attempts)
-        await anyio.to_thread.run_sync(
-            self._finish,
+        await self._finish(
             tenant_id,
             operation_id,
             capability,
@@ -242,9 +244,6 @@ class Dispatcher:
         )
         return result, attempt
 
-    def _still_usable(self, tenant_id: str, integration_id: str, capability: str) -> bool:
-        return self.database.read(self.routing.still_usable, tenant_id, integration_id, capability)
-
     def _open(self, tenant_id: str, candidate: RouteCandidate) -> dict[str, Any]:
         if not candidate.sealed_credentials:
             return {}
@@ -253,7 +252,7 @@ class Dispatcher:
 
     # -- the database side -------------------------------------------------------------------
 
-    def _begin(
+    async def _begin(
         self,
         tenant_id: str,
         capability: str,
@@ -264,7 +263,7 @@ class Dispatcher:
     ) -> list[RouteCandidate] | DispatchResponse:
         """Resolve the route; with a key, claim the key first (or replay what it stored)."""
         if idempotency_key is None:
-            return self.database.read(self.routing.candidates, tenant_id, capability)
+            return await self.database.run_read(self.routing.candidates, tenant_id, capability)
 
         def claim(conn: sa.Connection) -> list[RouteCandidate] | DispatchResponse:
             existing = conn.execute(
@@ -286,30 +285,31 @@ class Dispatcher:
                     )
                 return msgspec.convert(existing.response, DispatchResponse)
             conn.execute(
-                operations.insert().values(
-                    id=operation_id,
-                    tenant_id=tenant_id,
-                    capability=capability,
-                    status="pending",
-                    integration_id=None,
-                    idempotency_key=idempotency_key,
-                    request_hash=request_hash,
-                    response=None,
-                    created_at=started,
-                    completed_at=None,
-                )
+                _INSERT_OPERATION,
+                {
+                    "id": operation_id,
+                    "tenant_id": tenant_id,
+                    "capability": capability,
+                    "status": "pending",
+                    "integration_id": None,
+                    "idempotency_key": idempotency_key,
+                    "request_hash": request_hash,
+                    "response": None,
+                    "created_at": started,
+                    "completed_at": None,
+                },
             )
             return self.routing.candidates(conn, tenant_id, capability)
 
         try:
-            return self.database.write(claim)
+            return await self.database.run_write(claim)
         except sa.exc.IntegrityError:
             # Another request claimed the key between our read and insert: it is running.
             raise IdempotencyConflict(
                 "A request with this Idempotency-Key is still being processed."
             ) from None
 
-    def _finish(
+    async def _finish(
         self,
         tenant_id: str,
         operation_id: str,
@@ -338,22 +338,23 @@ class Dispatcher:
         def write(conn: sa.Connection) -> None:
             if idempotency_key is None:
                 conn.execute(
-                    operations.insert().values(
-                        id=operation_id,
-                        tenant_id=tenant_id,
-                        capability=capability,
-                        idempotency_key=None,
-                        request_hash=request_hash,
-                        created_at=started,
+                    _INSERT_OPERATION,
+                    {
+                        "id": operation_id,
+                        "tenant_id": tenant_id,
+                        "capability": capability,
+                        "idempotency_key": None,
+                        "request_hash": request_hash,
+                        "created_at": started,
                         **values,
-                    )
+                    },
                 )
             else:
                 conn.execute(
                     operations.update().where(operations.c.id == operation_id).values(**values)
                 )
             if attempts:
-                conn.execute(delivery_attempts.insert(), attempts)
+                conn.execute(_INSERT_ATTEMPT, attempts)
             for integration_id, message in auth_failures:
                 # Only an integration still active moves: one disabled or re-credentialed
                 # meanwhile keeps what the tenant did.
@@ -381,7 +382,7 @@ class Dispatcher:
                     operation_id,
                 )
 
-        self.database.write(write)
+        await self.database.run_write(write)
 
     # -- the answer --------------------------------------------------------------------------
 

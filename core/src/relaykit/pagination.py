@@ -59,16 +59,15 @@ def select_page(
     page: int,
     per_page: int,
     view: Callable[[Any], T],
-    columns: Sequence[Any] | None = None,
 ) -> Page[T]:
     """One page of ``table``'s rows matching ``conditions``, in id (creation) order, and the
-    total: the one list query every list endpoint runs. ``columns``: only these (default:
-    all), so a list does not fetch what its view does not show."""
+    total: the list query of the routing-rule and delivery-attempt endpoints (the
+    integration list, the hottest, is plain SQL: see IntegrationService.list)."""
     total = conn.execute(
         sa.select(sa.func.count()).select_from(table).where(*conditions)
     ).scalar_one()
     rows = conn.execute(
-        sa.select(*(columns or [table]))
+        sa.select(table)
         .where(*conditions)
         .order_by(table.c.id)
         .limit(per_page)

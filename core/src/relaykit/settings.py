@@ -18,6 +18,8 @@ variable                       meaning                                     defau
 ``RELAYKIT_WORKER_POLL``       seconds between polls when nothing wakes it ``1``
 ``RELAYKIT_OPERATION_TIMEOUT``  seconds one try of an operation may take   ``15``
 ``RELAYKIT_KEY_PROVIDER``      the key provider that wraps new data keys   ``local``
+``RELAYKIT_READ_CACHE``        reuse hot reads until the next commit       ``1``
+                               (SQLite only; docs/performance.md)
 =============================  ==========================================  ===================
 
 The lease must be longer than the provider timeout (checked at start), so a check still
@@ -52,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_poll: float = 1.0
     operation_timeout: float = 15.0
     key_provider: str = "local"
+    read_cache: bool = True
     #: the ``RELAYKIT_<NAME>_API_BASE`` variables (only these: the rest of the environment
     #: may hold secrets and has no business in a settings object that gets printed)
     api_bases: Mapping[str, str] = msgspec.field(default_factory=dict)
@@ -73,8 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             database_url=database_url,
             log_level=env.get("RELAYKIT_LOG_LEVEL", "INFO").upper(),
             max_body_bytes=_positive_int(env, "RELAYKIT_MAX_BODY_BYTES", 1024 * 1024),
-            embedded_worker=env.get("RELAYKIT_EMBEDDED_WORKER", "1").lower()
-            not in {"0", "false", "no", "off"},
+            embedded_worker=_flag(env, "RELAYKIT_EMBEDDED_WORKER"),
             worker_concurrency=_positive_int(env, "RELAYKIT_WORKER_CONCURRENCY", 16),
             verify_timeout=_positive_float(env, "RELAYKIT_VERIFY_TIMEOUT", 10.0),
             verify_lease=_positive_float(env, "RELAYKIT_VERIFY_LEASE", 60.0),
@@ -84,6 +86,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             worker_poll=_positive_float(env, "RELAYKIT_WORKER_POLL", 1.0),
             operation_timeout=_positive_float(env, "RELAYKIT_OPERATION_TIMEOUT", 15.0),
             key_provider=env.get("RELAYKIT_KEY_PROVIDER") or "local",
+            read_cache=_flag(env, "RELAYKIT_READ_CACHE"),
             api_bases={
                 k: v
                 for k, v in env.items()
@@ -94,6 +97,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """On unless set to 0, false, no or off."""
+    return env.get(name, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

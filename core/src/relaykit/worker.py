@@ -33,6 +33,7 @@ import math
 import os
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -62,6 +63,54 @@ logger = logging.getLogger("relaykit.worker")
 
 #: How long a stopping worker lets checks in flight finish before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+# The worker's statements, built once: SQLAlchemy reuses their compiled form, where building
+# them per call cost more than running them (docs/performance.md).
+def _claim_statement(*, skip_locked: bool) -> sa.Update:
+    """Lease up to ``b_limit`` rows due at ``b_now``, oldest due first; return what a check
+    needs. On PostgreSQL the rows other workers are claiming are skipped, not waited for."""
+    t = integrations
+    due = (
+        sa.select(t.c.id)
+        .where(
+            t.c.status == Status.PENDING_VERIFY.value,
+            t.c.deleted_at.is_(None),
+            t.c.next_verify_at <= sa.bindparam("b_now"),
+            sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < sa.bindparam("b_now")),
+        )
+        .order_by(t.c.next_verify_at)
+        .limit(sa.bindparam("b_limit"))
+    )
+    if skip_locked:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        t.update()
+        .where(t.c.id.in_(due.scalar_subquery()))
+        .values(verify_attempts=t.c.verify_attempts + 1)
+        .returning(
+            t.c.id,
+            t.c.tenant_id,
+            t.c.provider,
+            t.c.public_credentials,
+            t.c.sealed_credentials,
+            t.c.credentials_version,
+            t.c.verify_attempts,
+        )
+    )
+
+
+_CLAIM_SQLITE = _claim_statement(skip_locked=False)
+_CLAIM_SKIP_LOCKED = _claim_statement(skip_locked=True)
+#: Record a result, only on the row as it was claimed (same lease, same credentials, still
+#: pending, not deleted); the SET columns come from the parameters.
+_APPLY_RESULT = integrations.update().where(
+    integrations.c.id == sa.bindparam("b_id"),
+    integrations.c.lease_owner == sa.bindparam("b_owner"),
+    integrations.c.credentials_version == sa.bindparam("b_version"),
+    integrations.c.status == Status.PENDING_VERIFY.value,
+    integrations.c.deleted_at.is_(None),
+)
 
 
 class VerificationJob(msgspec.Struct, frozen=True):
@@ -163,7 +212,7 @@ class VerificationWorker:
             claimed: list[VerificationJob] = []
             if free > 0:
                 try:
-                    claimed = await anyio.to_thread.run_sync(self._claim, free)
+                    claimed = await self._claim_async(free)
                 except sa.exc.OperationalError as exc:  # a locked or unreachable database
                     logger.warning("claiming verifications failed: %s", type(exc).__name__)
             for job in claimed:
@@ -190,7 +239,7 @@ class VerificationWorker:
         self._wakeup = asyncio.Event()
         with anyio.fail_after(timeout):
             while True:
-                jobs = await anyio.to_thread.run_sync(self._claim, self.settings.worker_concurrency)
+                jobs = await self._claim_async(self.settings.worker_concurrency)
                 if not jobs:
                     break
                 async with anyio.create_task_group() as group:
@@ -204,7 +253,7 @@ class VerificationWorker:
     async def _check(self, job: VerificationJob) -> None:
         try:
             result = await self._verify(job)
-            await anyio.to_thread.run_sync(self._apply, job, result)
+            await self._apply_async(job, result)
         except Exception:
             # Never let one check take the worker down; the lease expires and it is retried.
             logger.exception("verification of integration %s failed unexpectedly", job.id)
@@ -237,39 +286,27 @@ class VerificationWorker:
     # -- the database side -------------------------------------------------------------------
 
     def _claim(self, limit: int) -> list[VerificationJob]:
+        """Claim up to ``limit`` due rows (their leases) and open their credentials."""
+        return self._claimed(self.database.write(self._claimer(limit)))
+
+    async def _claim_async(self, limit: int) -> list[VerificationJob]:
+        """:meth:`_claim` from the event loop: inline while SQLite's write lock is free."""
+        return self._claimed(await self.database.run_write(self._claimer(limit)))
+
+    def _claimed(self, jobs: list[VerificationJob]) -> list[VerificationJob]:
+        opened = [self._with_credentials(job) for job in jobs]
+        self.stats["claimed"] += len(opened)
+        return opened
+
+    def _claimer(self, limit: int) -> Callable[[sa.Connection], list[VerificationJob]]:
         now = utcnow()
-        t = integrations
-        due = (
-            sa.select(t.c.id)
-            .where(
-                t.c.status == Status.PENDING_VERIFY.value,
-                t.c.deleted_at.is_(None),
-                t.c.next_verify_at <= now,
-                sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now),
-            )
-            .order_by(t.c.next_verify_at)
-            .limit(limit)
-        )
-        if not self.database.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
-        claim = (
-            t.update()
-            .where(t.c.id.in_(due.scalar_subquery()))
-            .values(
-                lease_owner=self.owner,
-                lease_expires_at=now + dt.timedelta(seconds=self.settings.verify_lease),
-                verify_attempts=t.c.verify_attempts + 1,
-            )
-            .returning(
-                t.c.id,
-                t.c.tenant_id,
-                t.c.provider,
-                t.c.public_credentials,
-                t.c.sealed_credentials,
-                t.c.credentials_version,
-                t.c.verify_attempts,
-            )
-        )
+        claim = _CLAIM_SQLITE if self.database.is_sqlite else _CLAIM_SKIP_LOCKED
+        params = {
+            "b_now": now,
+            "b_limit": limit,
+            "lease_owner": self.owner,
+            "lease_expires_at": now + dt.timedelta(seconds=self.settings.verify_lease),
+        }
 
         def run(conn: sa.Connection) -> list[VerificationJob]:
             return [
@@ -282,12 +319,10 @@ class VerificationWorker:
                     credentials_version=r.credentials_version,
                     attempt=r.verify_attempts,
                 )
-                for r in conn.execute(claim)
+                for r in conn.execute(claim, params)
             ]
 
-        jobs = [self._with_credentials(job) for job in self.database.write(run)]
-        self.stats["claimed"] += len(jobs)
-        return jobs
+        return run
 
     def _with_credentials(self, job: VerificationJob) -> VerificationJob:
         try:
@@ -296,21 +331,36 @@ class VerificationWorker:
             return msgspec.structs.replace(job, open_error=str(exc))
 
     def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
+        """Record the check's result on the row, if the row is still the one checked."""
+        update, values = self._result_update(job, result)
+        applied = self.database.write(update)
+        self._applied(job, result, values, applied)
+
+    async def _apply_async(self, job: VerificationJob, result: VerificationResult) -> None:
+        """:meth:`_apply` from the event loop: inline while SQLite's write lock is free."""
+        update, values = self._result_update(job, result)
+        applied = await self.database.run_write(update)
+        self._applied(job, result, values, applied)
+
+    def _result_update(
+        self, job: VerificationJob, result: VerificationResult
+    ) -> tuple[Callable[[sa.Connection], int], dict[str, Any]]:
         now = utcnow()
         values = self._outcome_values(job, result, now)
-        t = integrations
-        statement = (
-            t.update()
-            .where(
-                t.c.id == job.id,
-                t.c.lease_owner == self.owner,
-                t.c.credentials_version == job.credentials_version,
-                t.c.status == Status.PENDING_VERIFY.value,
-                t.c.deleted_at.is_(None),
-            )
-            .values(**values, lease_owner=None, lease_expires_at=None, updated_at=now)
-        )
-        applied = self.database.write(lambda conn: conn.execute(statement).rowcount)
+        params = {
+            **values,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "b_id": job.id,
+            "b_owner": self.owner,
+            "b_version": job.credentials_version,
+        }
+        return (lambda conn: conn.execute(_APPLY_RESULT, params).rowcount), values
+
+    def _applied(
+        self, job: VerificationJob, result: VerificationResult, values: dict[str, Any], applied: int
+    ) -> None:
         if not applied:
             self.stats["stale"] += 1
             logger.info(

@@ -11,7 +11,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from relaykit.storage.tenants import authenticate
+from relaykit.storage.tenants import token_query, token_tenant
 from relaykit_server.state import AppResources
 
 
@@ -29,7 +29,9 @@ class BearerTokenMiddleware(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token or len(token) > 200:
             raise NotAuthorizedException()
         resources = AppResources.of(connection.app)
-        tenant_id = await resources.database.run_read(authenticate, token)
+        # Cached until the next commit: a token created or revoked is seen on the next request.
+        found = await resources.database.run_fetch(*token_query(token), cache=True)
+        tenant_id = token_tenant(token, found)
         if tenant_id is None:
             raise NotAuthorizedException()
         return AuthenticationResult(user=Principal(tenant_id), auth=None)

@@ -50,6 +50,24 @@ async def read_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwa
     return await in_thread(fn, *args, **kwargs)
 
 
+async def write_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a service call that writes in one transaction: inline on SQLite while the write
+    lock is free (Database.inline_writes), else in a worker thread. Only for calls with a
+    single write transaction: one that finds the lock taken has done nothing yet, so it
+    can run again in the thread."""
+    from relaykit.storage.database import WriteWouldWait
+    from relaykit_server.state import AppResources
+
+    database = AppResources.of(request.app).database
+    if database.inline_writes_allowed:
+        try:
+            with database.inline_writes():
+                return fn(*args, **kwargs)
+        except WriteWouldWait:
+            pass
+    return await in_thread(fn, *args, **kwargs)
+
+
 def int_param(request: ApiRequest, name: str, default: int, errors: dict[str, list[str]]) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":

@@ -22,9 +22,14 @@ def configured_providers(conn: sa.Connection, tenant_id: str) -> set[str]:
     return {row.provider for row in rows}
 
 
+def is_id(value: str) -> bool:
+    """Whether ``value`` has an id's form (anything else cannot name a row)."""
+    return bool(_ID_PATTERN.match(value))
+
+
 def find(conn: sa.Connection, tenant_id: str, integration_id: str) -> sa.Row[Any] | None:
     """The tenant's live row with that id; another tenant's id finds nothing."""
-    if not _ID_PATTERN.match(integration_id):
+    if not is_id(integration_id):
         return None
     return conn.execute(
         sa.select(integrations).where(
@@ -33,17 +38,23 @@ def find(conn: sa.Connection, tenant_id: str, integration_id: str) -> sa.Row[Any
     ).first()
 
 
+# Statements built once: SQLAlchemy then reuses their compiled form, where one built per call
+# with .values(**row) costs more to construct than the insert itself (docs/performance.md).
+_EXISTS = sa.select(integrations.c.id).where(
+    integrations.c.tenant_id == sa.bindparam("tenant_id"),
+    integrations.c.provider == sa.bindparam("provider"),
+    live,
+)
+_INSERT = integrations.insert()
+
+
 def exists_for_provider(conn: sa.Connection, tenant_id: str, provider: str) -> bool:
-    row = conn.execute(
-        sa.select(integrations.c.id).where(
-            integrations.c.tenant_id == tenant_id, integrations.c.provider == provider, live
-        )
-    ).first()
+    row = conn.execute(_EXISTS, {"tenant_id": tenant_id, "provider": provider}).first()
     return row is not None
 
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(integrations.insert().values(**values))
+    conn.execute(_INSERT, values)
 
 
 def update(conn: sa.Connection, integration_id: str, values: dict[str, Any]) -> None:

@@ -94,7 +94,14 @@ class Integration(SQLModel, table=True):
             sqlite_where=sa.text("deleted_at IS NULL"),
             postgresql_where=sa.text("deleted_at IS NULL"),
         ),
-        sa.Index("ix_integrations_tenant_id_id", "tenant_id", "id"),
+        # The list: a tenant's live rows in id order, however long its deleted history.
+        sa.Index(
+            "ix_integrations_tenant_live",
+            "tenant_id",
+            "id",
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
         # The verification queue: due pending rows, oldest due first.
         sa.Index(
             "ix_integrations_verify_queue",

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -20,6 +22,9 @@ import sqlalchemy as sa
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import new_id, utcnow
 from relaykit.storage.models import api_tokens, tenants
+
+if TYPE_CHECKING:
+    from relaykit.storage.database import Database
 
 TENANT_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN_PREFIX = "rk_"  # noqa: S105 (a marker, not a secret)
@@ -92,22 +97,34 @@ def create_token(
     return record, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 
-def authenticate(conn: sa.Connection, token: str) -> str | None:
-    """The tenant id a bearer token stands for, or ``None`` (unknown, malformed or revoked)."""
+#: The token check's one query, in plain SQL for :meth:`Database.fetch` (it runs on every
+#: request; see docs/performance.md).
+TOKEN_SQL = "SELECT tenant_id, secret_hash, revoked_at FROM api_tokens WHERE id = ?"  # noqa: S105
+
+
+def token_query(token: str) -> tuple[str, tuple[str]]:
+    """The statement and parameters that fetch the row a bearer token names (by its id part;
+    a malformed token queries an id no row has, so it costs what an unknown one costs)."""
     match = _TOKEN_PATTERN.match(token)
-    token_id, secret = (match.group(1), match.group(2)) if match else ("", token)
-    row = None
-    if match:
-        row = conn.execute(
-            sa.select(
-                api_tokens.c.tenant_id, api_tokens.c.secret_hash, api_tokens.c.revoked_at
-            ).where(api_tokens.c.id == token_id)
-        ).first()
-    stored = row.secret_hash if row is not None else _DUMMY_HASH
+    return TOKEN_SQL, (match.group(1) if match else "",)
+
+
+def token_tenant(token: str, rows: Sequence[Any]) -> str | None:
+    """The tenant id ``token`` stands for, given what :func:`token_query` fetched, or ``None``
+    (unknown, malformed or revoked). The secret is compared in constant time."""
+    match = _TOKEN_PATTERN.match(token)
+    secret = match.group(2) if match else token
+    row = rows[0] if match and rows else None
+    stored = row[1] if row is not None else _DUMMY_HASH
     matches = hmac.compare_digest(_hash_secret(secret), stored)
-    if row is None or not matches or row.revoked_at is not None:
+    if row is None or not matches or row[2] is not None:
         return None
-    return str(row.tenant_id)
+    return str(row[0])
+
+
+def authenticate(database: Database, token: str) -> str | None:
+    """The tenant id a bearer token stands for, or ``None`` (unknown, malformed or revoked)."""
+    return token_tenant(token, database.fetch(*token_query(token)))
 
 
 def list_tokens(conn: sa.Connection, tenant_name: str) -> list[TokenRecord]:

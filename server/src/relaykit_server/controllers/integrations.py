@@ -16,11 +16,11 @@ from relaykit.integrations import IntegrationService
 from relaykit_server.envelope import success
 from relaykit_server.requests import (
     ApiRequest,
-    in_thread,
     paginated,
     paging,
     read_call,
     read_json,
+    write_call,
 )
 from relaykit_server.state import AppResources
 
@@ -54,7 +54,9 @@ class IntegrationsController(Controller):
     @post("/", summary="Configure an integration")
     async def create_integration(self, request: ApiRequest) -> Response[Any]:
         payload = await read_json(request)
-        view = await in_thread(service_of(request).create, request.user.tenant_id, payload)
+        view = await write_call(
+            request, service_of(request).create, request.user.tenant_id, payload
+        )
         return success(view, message="Integration configured successfully", status_code=201)
 
     @get("/{integration_id:str}", summary="Get integration details")
@@ -71,8 +73,8 @@ class IntegrationsController(Controller):
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
         payload = await read_json(request)
-        view = await in_thread(
-            service_of(request).update, request.user.tenant_id, integration_id, payload
+        view = await write_call(
+            request, service_of(request).update, request.user.tenant_id, integration_id, payload
         )
         return success(view, message="Integration updated successfully")
 
@@ -80,19 +82,25 @@ class IntegrationsController(Controller):
     async def delete_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        await in_thread(service_of(request).delete, request.user.tenant_id, integration_id)
+        await write_call(
+            request, service_of(request).delete, request.user.tenant_id, integration_id
+        )
         return success(message="Integration deleted successfully", include_data=False)
 
     @post("/{integration_id:str}/activate", summary="Activate an integration", status_code=200)
     async def activate_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await in_thread(service_of(request).activate, request.user.tenant_id, integration_id)
+        view = await write_call(
+            request, service_of(request).activate, request.user.tenant_id, integration_id
+        )
         return success(view, message="Integration activated successfully")
 
     @post("/{integration_id:str}/disable", summary="Disable an integration", status_code=200)
     async def disable_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await in_thread(service_of(request).disable, request.user.tenant_id, integration_id)
+        view = await write_call(
+            request, service_of(request).disable, request.user.tenant_id, integration_id
+        )
         return success(view, message="Integration disabled successfully")
