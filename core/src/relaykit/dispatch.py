@@ -31,6 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import msgspec
 import sqlalchemy as sa
@@ -263,7 +264,11 @@ class Dispatcher:
     ) -> list[RouteCandidate] | DispatchResponse:
         """Resolve the route; with a key, claim the key first (or replay what it stored)."""
         if idempotency_key is None:
-            return await self.database.run_read(self.routing.candidates, tenant_id, capability)
+            if self.database.inline_reads:
+                return self.routing.candidates_now(tenant_id, capability)
+            return await anyio.to_thread.run_sync(
+                self.routing.candidates_now, tenant_id, capability
+            )
 
         def claim(conn: sa.Connection) -> list[RouteCandidate] | DispatchResponse:
             existing = conn.execute(

@@ -20,7 +20,7 @@ Decisions (docs/routing.md explains them to users):
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -32,7 +32,7 @@ from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Status
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page, select_page
 from relaykit.storage import integrations as integration_rows
-from relaykit.storage.database import Database
+from relaykit.storage.database import Database, json_value
 from relaykit.storage.models import integrations, routing_rules
 from relaykit.validation import Problems
 
@@ -244,59 +244,18 @@ class RoutingService:
     def candidates(
         self, conn: sa.Connection, tenant_id: str, capability: str
     ) -> builtins.list[RouteCandidate]:
-        """The integrations to try for ``capability``, in order, usable right now."""
-        rules = conn.execute(
-            sa.select(
-                routing_rules.c.id,
-                routing_rules.c.integration_id,
-                routing_rules.c.fallback_integration_id,
-            )
-            .where(
-                routing_rules.c.tenant_id == tenant_id,
-                routing_rules.c.capability == capability,
-            )
-            .order_by(
-                routing_rules.c.is_default.desc(),
-                routing_rules.c.priority.desc(),
-                routing_rules.c.id,
-            )
+        """The integrations to try for ``capability``, in order, usable right now (inside a
+        transaction the caller holds)."""
+        found = conn.exec_driver_sql(
+            self.database.driver_sql(CANDIDATES_SQL), (tenant_id, capability)
         ).all()
-        order: list[tuple[str, str]] = []
-        for rule in rules:
-            for integration_id in (rule.integration_id, rule.fallback_integration_id):
-                if integration_id and all(integration_id != seen for seen, _ in order):
-                    order.append((integration_id, rule.id))
-        if not order:
-            return []
-        usable = {
-            row.id: row
-            for row in conn.execute(
-                sa.select(
-                    integrations.c.id,
-                    integrations.c.provider,
-                    integrations.c.enabled_capabilities,
-                    integrations.c.public_credentials,
-                    integrations.c.sealed_credentials,
-                ).where(
-                    integrations.c.id.in_([integration_id for integration_id, _ in order]),
-                    integrations.c.tenant_id == tenant_id,
-                    integrations.c.status == Status.ACTIVE.value,
-                    integrations.c.deleted_at.is_(None),
-                )
-            )
-            if capability in row.enabled_capabilities
-        }
-        return [
-            RouteCandidate(
-                integration_id=integration_id,
-                provider=usable[integration_id].provider,
-                public_credentials=dict(usable[integration_id].public_credentials or {}),
-                sealed_credentials=usable[integration_id].sealed_credentials,
-                rule_id=rule_id,
-            )
-            for integration_id, rule_id in order
-            if integration_id in usable
-        ]
+        return candidates_from(found, capability)
+
+    def candidates_now(self, tenant_id: str, capability: str) -> builtins.list[RouteCandidate]:
+        """:meth:`candidates` in a read of its own (plain SQL: the dispatch's hot read)."""
+        return candidates_from(
+            self.database.fetch(CANDIDATES_SQL, (tenant_id, capability)), capability
+        )
 
     def still_usable(
         self, conn: sa.Connection, tenant_id: str, integration_id: str, capability: str
@@ -310,3 +269,45 @@ class RoutingService:
             )
         ).first()
         return row is not None and capability in row.enabled_capabilities
+
+
+#: The tenant's rules for a capability (default first, then by priority, then oldest), each
+#: with its integration and fallback that are active right now: one statement, so the route
+#: is one snapshot. ('active' is Status.ACTIVE, checked at import below.)
+CANDIDATES_SQL = (
+    "SELECT r.id, r.integration_id, r.fallback_integration_id,"
+    " i.id, i.provider, i.enabled_capabilities, i.public_credentials, i.sealed_credentials"
+    " FROM routing_rules r LEFT JOIN integrations i"
+    " ON i.id IN (r.integration_id, r.fallback_integration_id) AND i.tenant_id = r.tenant_id"
+    " AND i.status = 'active' AND i.deleted_at IS NULL"
+    " WHERE r.tenant_id = ? AND r.capability = ?"
+    " ORDER BY r.is_default DESC, r.priority DESC, r.id"
+)
+
+assert Status.ACTIVE.value == "active"
+
+
+def candidates_from(found: Sequence[Any], capability: str) -> list[RouteCandidate]:
+    """The candidates in :data:`CANDIDATES_SQL`'s rows: each rule's integration, then its
+    fallback, in rule order, each integration once, those with ``capability`` enabled."""
+    order: list[tuple[str, str]] = []
+    usable: dict[str, Any] = {}
+    for rule_id, integration_id, fallback_id, found_id, *integration in found:
+        for candidate in (integration_id, fallback_id):
+            if candidate and all(candidate != seen for seen, _ in order):
+                order.append((candidate, rule_id))
+        if found_id is not None and found_id not in usable:
+            provider, capabilities, public, sealed = integration
+            if capability in json_value(capabilities):
+                usable[found_id] = (provider, json_value(public) or {}, sealed)
+    return [
+        RouteCandidate(
+            integration_id=integration_id,
+            provider=usable[integration_id][0],
+            public_credentials=dict(usable[integration_id][1]),
+            sealed_credentials=usable[integration_id][2],
+            rule_id=rule_id,
+        )
+        for integration_id, rule_id in order
+        if integration_id in usable
+    ]

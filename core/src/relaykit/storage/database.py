@@ -217,11 +217,12 @@ class Database:
         options: dict[str, Any] = {} if self.is_sqlite else {"isolation_level": "REPEATABLE READ"}
         with self.engine.connect().execution_options(**options) as conn, conn.begin():
             return [
-                list(conn.exec_driver_sql(self._driver_sql(sql), tuple(params)).all())
+                list(conn.exec_driver_sql(self.driver_sql(sql), tuple(params)).all())
                 for sql, params in statements
             ]
 
-    def _driver_sql(self, sql: str) -> str:
+    def driver_sql(self, sql: str) -> str:
+        """``sql`` written with ``?`` placeholders, in this database driver's paramstyle."""
         return sql if self.is_sqlite else sql.replace("?", "%s")
 
     def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
