@@ -98,19 +98,14 @@ class IntegrationService:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, tenant_id: str, integration_id: str) -> IntegrationView:
-        if not rows.is_id(integration_id):
-            raise NotFoundError(NOT_FOUND_MESSAGE)
-        view = self.database.cached(
-            ("integrations.get", tenant_id, integration_id),
-            lambda: self._get(tenant_id, integration_id),
+        found = (
+            self.database.fetch(GET_SQL, (tenant_id, integration_id))
+            if rows.is_id(integration_id)
+            else []
         )
-        if view is None:
+        if not found:
             raise NotFoundError(NOT_FOUND_MESSAGE)
-        return view
-
-    def _get(self, tenant_id: str, integration_id: str) -> IntegrationView | None:
-        found = self.database.fetch(GET_SQL, (tenant_id, integration_id))
-        return self._view(found[0]) if found else None
+        return self._view(found[0])
 
     def list(
         self,
@@ -121,13 +116,9 @@ class IntegrationService:
         page: int = 1,
         per_page: int = DEFAULT_PER_PAGE,
     ) -> Page[IntegrationView]:
-        """One page of the tenant's live integrations, oldest first. Reused until the next
-        commit to the database (Database.cached): the API's most repeated read."""
+        """One page of the tenant's live integrations, oldest first."""
         self._check_filters(status, category, page, per_page)
-        return self.database.cached(
-            ("integrations.list", tenant_id, status, category, page, per_page),
-            lambda: self._list(tenant_id, status, category, page, per_page),
-        )
+        return self._list(tenant_id, status, category, page, per_page)
 
     def _list(
         self, tenant_id: str, status: str | None, category: str | None, page: int, per_page: int

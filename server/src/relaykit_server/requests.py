@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response
+from litestar import MediaType, Request, Response
 
 from relaykit.errors import ValidationError
 from relaykit.pagination import DEFAULT_PER_PAGE, Page
@@ -66,6 +66,27 @@ async def write_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kw
         except WriteWouldWait:
             pass
     return await in_thread(fn, *args, **kwargs)
+
+
+async def cached_read(request: ApiRequest, build: Callable[[], Response[Any]]) -> Response[Any]:
+    """A GET's response from ``build`` (synchronous reads only), reused byte for byte for
+    the same tenant, path and query until the next commit to the database
+    (Database.cached: SQLite, RELAYKIT_READ_CACHE). Errors are raised, never kept."""
+    from relaykit_server.state import AppResources
+
+    database = AppResources.of(request.app).database
+    if not database.read_cache:
+        if database.inline_reads:
+            return build()
+        return await in_thread(build)
+
+    def render() -> tuple[bytes, int]:
+        response = build()
+        return msgspec.json.encode(response.content), response.status_code or 200
+
+    key = ("response", request.user.tenant_id, request.scope["path"], request.scope["query_string"])
+    body, status_code = database.cached(key, render)
+    return Response(body, status_code=status_code, media_type=MediaType.JSON)
 
 
 def int_param(request: ApiRequest, name: str, default: int, errors: dict[str, list[str]]) -> int:

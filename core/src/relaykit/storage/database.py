@@ -42,6 +42,10 @@ class WriteWouldWait(Exception):
 _INLINE_WRITE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "relaykit_inline_write", default=False
 )
+#: Inside Database.read_scope: the data version the scope's first cached read saw.
+_READ_SCOPE: contextvars.ContextVar[list[int | None] | None] = contextvars.ContextVar(
+    "relaykit_read_scope", default=None
+)
 
 #: Results :meth:`Database.cached` keeps per thread; the oldest goes first past this.
 READ_CACHE_ENTRIES = 1024
@@ -119,6 +123,9 @@ class Database:
     def write(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        scope = _READ_SCOPE.get()
+        if scope is not None:
+            scope[0] = None  # what this scope read before its own write is no longer current
         if _INLINE_WRITE.get():
             return self._write_without_waiting(fn, *args, **kwargs)
         with self._write_lock, self._write_engine.begin() as conn:
@@ -242,7 +249,13 @@ class Database:
             return compute()
         reader = self._raw
         connection = reader.connection or self._open_raw()
-        version = connection.execute("PRAGMA data_version").fetchone()[0]
+        scope = _READ_SCOPE.get()
+        if scope is not None and scope[0] is not None:
+            version = scope[0]
+        else:
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            if scope is not None:
+                scope[0] = version
         if version != reader.version:
             reader.cache.clear()
             reader.version = version
@@ -257,6 +270,18 @@ class Database:
         if len(reader.cache) > READ_CACHE_ENTRIES:
             reader.cache.popitem(last=False)
         return value
+
+    @contextlib.contextmanager
+    def read_scope(self) -> Iterator[None]:
+        """One check for commits per block (one API request): within it, :meth:`cached`
+        asks SQLite whether anything was committed at its first call only, and trusts that
+        answer for the rest of the block, as one request reads one snapshot. A write
+        through this handle inside the block makes the next cached read ask again."""
+        token = _READ_SCOPE.set([None])
+        try:
+            yield
+        finally:
+            _READ_SCOPE.reset(token)
 
     async def run_fetch(
         self, sql: str, params: Sequence[Any] = (), *, cache: bool = False

@@ -16,9 +16,9 @@ from relaykit.integrations import IntegrationService
 from relaykit_server.envelope import success
 from relaykit_server.requests import (
     ApiRequest,
+    cached_read,
     paginated,
     paging,
-    read_call,
     read_json,
     write_call,
 )
@@ -37,19 +37,20 @@ class IntegrationsController(Controller):
 
     @get("/", summary="List integrations")
     async def list_integrations(self, request: ApiRequest) -> Response[Any]:
-        page_number, per_page = paging(request)
-        status = request.query_params.get("status") or None
-        category = request.query_params.get("category") or None
-        page = await read_call(
-            request,
-            service_of(request).list,
-            request.user.tenant_id,
-            status=status,
-            category=category,
-            page=page_number,
-            per_page=per_page,
-        )
-        return paginated(request, page, BASE_PATH, {"status": status, "category": category})
+        def build() -> Response[Any]:
+            page_number, per_page = paging(request)
+            status = request.query_params.get("status") or None
+            category = request.query_params.get("category") or None
+            page = service_of(request).list(
+                request.user.tenant_id,
+                status=status,
+                category=category,
+                page=page_number,
+                per_page=per_page,
+            )
+            return paginated(request, page, BASE_PATH, {"status": status, "category": category})
+
+        return await cached_read(request, build)
 
     @post("/", summary="Configure an integration")
     async def create_integration(self, request: ApiRequest) -> Response[Any]:
@@ -63,10 +64,10 @@ class IntegrationsController(Controller):
     async def get_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await read_call(
-            request, service_of(request).get, request.user.tenant_id, integration_id
+        return await cached_read(
+            request,
+            lambda: success(service_of(request).get(request.user.tenant_id, integration_id)),
         )
-        return success(view)
 
     @patch("/{integration_id:str}", summary="Update an integration")
     async def update_integration(
