@@ -92,9 +92,13 @@ def test_an_inline_write_never_waits_for_the_lock(database: Database, settings: 
         with database.inline_writes():
             database.write(store.create_tenant, "acme")
         assert [t.name for t in database.read(store.list_tenants)] == ["acme"]
-        # The busy timeout is back for ordinary writes on the same pooled connection.
+        # Ordinary writes keep their busy timeout: they wait for another process's lock.
         with database.engine.connect() as conn:
             busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
         assert busy > 0
+        holder.execute("BEGIN IMMEDIATE")
+        with database.inline_writes(), pytest.raises(WriteWouldWait):
+            database.write(store.create_tenant, "beta")  # the kept connection: no change
+        holder.execute("ROLLBACK")
     finally:
         holder.close()

@@ -184,18 +184,9 @@ class IntegrationService:
             "deleted_at": None,
         }
 
-        def insert(conn: sa.Connection) -> None:
-            # The unique index is the guarantee; this check only gives the common case a
-            # clean answer without relying on the driver's error.
-            if rows.exists_for_provider(conn, tenant_id, request.provider.name):
-                raise ValidationError({"provider": [DUPLICATE_MESSAGE]})
-            rows.insert(conn, values)
-
-        try:
-            self.database.write(insert)
-        except sa.exc.IntegrityError:
-            # Lost a race with a concurrent create (PostgreSQL, or another process).
-            raise ValidationError({"provider": [DUPLICATE_MESSAGE]}) from None
+        # The partial unique index decides: one statement inserts unless a live row exists.
+        if not self.database.write(rows.insert_if_new, values):
+            raise ValidationError({"provider": [DUPLICATE_MESSAGE]})
         logger.info(
             "integration %s created for tenant %s (provider %s, fields %s)",
             integration_id,

@@ -81,6 +81,18 @@ class Database:
         kwargs["json_deserializer"] = msgspec.json.decode
         self.engine = sa.create_engine(self.url, **kwargs)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        # Inline writes (Database.inline_writes) use one connection of their own, kept open
+        # and used only under the write lock, whose busy timeout is zero: it never waits.
+        self._inline_engine: sa.Engine | None = None
+        self._inline_connection: sa.Connection | None = None
+        if self.is_sqlite:
+            self._inline_engine = sa.create_engine(
+                self.url,
+                connect_args={"check_same_thread": False},
+                poolclass=sa.pool.StaticPool,
+                json_serializer=kwargs["json_serializer"],
+                json_deserializer=kwargs["json_deserializer"],
+            ).execution_options(**{_WRITE_OPTION: True})
         # SQLite has one writer at a time. Writers of this process queue on this lock instead
         # of on SQLite's busy handler, which sleeps in steps of 1 to 100 ms while it waits:
         # under concurrent writes that sleeping, not the writes, was the cost (see
@@ -109,10 +121,19 @@ class Database:
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             _configure_sqlite(dbapi_connection)
 
-        @sa.event.listens_for(self.engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             write = conn.get_execution_options().get(_WRITE_OPTION, False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        sa.event.listen(self.engine, "begin", _on_begin)
+        assert self._inline_engine is not None
+
+        @sa.event.listens_for(self._inline_engine, "connect")
+        def _on_inline_connect(dbapi_connection: Any, _record: Any) -> None:
+            _configure_sqlite(dbapi_connection)
+            dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+        sa.event.listen(self._inline_engine, "begin", _on_begin)
 
     def read(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -151,22 +172,22 @@ class Database:
     def _write_without_waiting(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        if self._inline_engine is None:
+            raise WriteWouldWait  # not SQLite: nothing runs inline
         if not self._sqlite_write_lock.acquire(blocking=False):
             raise WriteWouldWait
         try:
-            with self._write_engine.connect() as conn:
-                driver = conn.connection.driver_connection
-                driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
-                try:
-                    transaction = conn.begin()  # BEGIN IMMEDIATE: SQLite's write lock
-                except sa.exc.OperationalError as error:
-                    if "locked" in str(error.orig) or "busy" in str(error.orig):
-                        raise WriteWouldWait from None  # another process is writing
-                    raise
-                finally:
-                    driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # type: ignore[union-attr]
-                with transaction:
-                    return fn(conn, *args, **kwargs)
+            conn = self._inline_connection
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._inline_connection = self._inline_engine.connect()
+            try:
+                transaction = conn.begin()  # BEGIN IMMEDIATE: SQLite's write lock
+            except sa.exc.OperationalError as error:
+                if "locked" in str(error.orig) or "busy" in str(error.orig):
+                    raise WriteWouldWait from None  # another process is writing
+                raise
+            with transaction:
+                return fn(conn, *args, **kwargs)
         finally:
             self._sqlite_write_lock.release()
 
@@ -307,6 +328,12 @@ class Database:
                 connection.close()
             self._raw_connections.clear()
         self._raw = _Reader()
+        with self._sqlite_write_lock:
+            if self._inline_connection is not None:
+                self._inline_connection.close()
+                self._inline_connection = None
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()
         self.engine.dispose()
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from relaykit.storage.models import integrations
 
@@ -48,6 +49,23 @@ _EXISTS = sa.select(integrations.c.id).where(
 _INSERT = integrations.insert()
 
 
+def _insert_if_new(dialect: Any) -> sa.Insert:
+    """An insert that does nothing when the tenant already has a live row for the provider
+    (the partial unique index is the conflict target)."""
+    statement = (
+        dialect.insert(integrations)
+        .on_conflict_do_nothing(
+            index_elements=[integrations.c.tenant_id, integrations.c.provider],
+            index_where=integrations.c.deleted_at.is_(None),
+        )
+        .returning(integrations.c.id)  # rowcount is not reliable here on psycopg
+    )
+    return statement
+
+
+_INSERT_IF_NEW = {"sqlite": _insert_if_new(sqlite), "postgresql": _insert_if_new(postgresql)}
+
+
 def exists_for_provider(conn: sa.Connection, tenant_id: str, provider: str) -> bool:
     row = conn.execute(_EXISTS, {"tenant_id": tenant_id, "provider": provider}).first()
     return row is not None
@@ -55,6 +73,18 @@ def exists_for_provider(conn: sa.Connection, tenant_id: str, provider: str) -> b
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
     conn.execute(_INSERT, values)
+
+
+def insert_if_new(conn: sa.Connection, values: dict[str, Any]) -> bool:
+    """Insert the row unless the tenant has a live one for the provider: whether it did.
+    One statement, so the check and the insert cannot race."""
+    statement = _INSERT_IF_NEW.get(conn.dialect.name)
+    if statement is None:  # another database: check, then insert (the index still guards)
+        if exists_for_provider(conn, values["tenant_id"], values["provider"]):
+            return False
+        insert(conn, values)
+        return True
+    return conn.execute(statement, values).first() is not None
 
 
 def update(conn: sa.Connection, integration_id: str, values: dict[str, Any]) -> None:
