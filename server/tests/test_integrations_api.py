@@ -728,3 +728,55 @@ async def test_another_tenants_integration_is_not_found_anywhere(api: Api) -> No
     assert (await api.client.get(url, headers=owner)).json()["data"]["status"] == "active"
     # and the stranger can configure the same provider for itself
     await create(api, stranger)
+
+
+# -- the read cache (SQLite; on PostgreSQL the same assertions hold with no cache) -------------
+
+
+async def test_cached_reads_never_outlive_a_commit_from_another_process(
+    api: Api, settings: Any
+) -> None:
+    """List and get are answered from the response cache until the database changes; a
+    write through another handle (as the CLI or another server process makes) is seen by
+    the very next request, and so is a token revoked that way."""
+    from relaykit.storage import tenants as store
+    from relaykit.storage.database import open_database
+
+    _, headers = api.tenant_token("acme")
+    made = await create(api, headers)
+    first = await api.client.get(BASE, headers=headers)
+    again = await api.client.get(BASE, headers=headers)
+    assert first.content == again.content and first.json()["meta"]["total"] == 1
+    one = await api.client.get(f"{BASE}/{made['id']}", headers=headers)
+    assert one.json()["data"]["status"] == "pending_verify"
+
+    other = open_database(settings, migrate=False)  # its own connections, like a process
+    try:
+        other.write(
+            lambda conn: conn.execute(
+                integrations.update().where(integrations.c.id == made["id"]).values(status="active")
+            )
+        )
+        listed = await api.client.get(BASE, headers=headers)
+        assert listed.json()["data"][0]["status"] == "active"
+        one = await api.client.get(f"{BASE}/{made['id']}", headers=headers)
+        assert one.json()["data"]["status"] == "active"
+        # The query string is part of what is kept: another filter is another answer.
+        filtered = await api.client.get(BASE, params={"status": "inactive"}, headers=headers)
+        assert filtered.json()["data"] == [] and filtered.json()["meta"]["total"] == 0
+
+        other.write(store.revoke_token, headers["Authorization"].split()[1])
+        refused = await api.client.get(BASE, headers=headers)
+        assert refused.status_code == 401
+    finally:
+        other.dispose()
+
+
+async def test_a_tenant_never_gets_another_tenants_cached_answer(api: Api) -> None:
+    _, acme = api.tenant_token("acme")
+    _, beta = api.tenant_token("beta")
+    made = await create(api, acme)
+    assert len((await api.client.get(BASE, headers=acme)).json()["data"]) == 1
+    assert (await api.client.get(BASE, headers=beta)).json()["data"] == []
+    assert (await api.client.get(f"{BASE}/{made['id']}", headers=beta)).status_code == 404
+    assert (await api.client.get(f"{BASE}/{made['id']}", headers=acme)).status_code == 200

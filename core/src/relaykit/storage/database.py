@@ -48,7 +48,7 @@ _READ_SCOPE: contextvars.ContextVar[list[int | None] | None] = contextvars.Conte
 )
 
 #: Results :meth:`Database.cached` keeps per thread; the oldest goes first past this.
-READ_CACHE_ENTRIES = 1024
+READ_CACHE_ENTRIES = 256
 
 
 class _Reader(threading.local):
