@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from relaykit.cli import event_loop_options
 from relaykit.integrations import IntegrationService
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import LocalKeyring
@@ -97,7 +98,7 @@ def measure(args: argparse.Namespace, stripe_url: str) -> int:
                 worker.stop()
             return elapsed
 
-        elapsed = anyio.run(run)
+        elapsed = anyio.run(run, backend_options=event_loop_options())  # as `relaykit worker`
         rate = args.count / elapsed
         bound = settings.worker_concurrency / args.latency
         report = {

@@ -233,7 +233,15 @@ def worker(state: CliState, concurrency: int | None) -> None:
             await runner.run()
             group.cancel_scope.cancel()
 
-    anyio.run(main)
+    anyio.run(main, backend_options=event_loop_options())
+
+
+def event_loop_options() -> dict[str, bool]:
+    """uvloop where it is installed (relaykit-server brings it, as uvicorn's own choice for
+    ``serve``): the worker is network-bound, and uvloop's loop costs less per request."""
+    import importlib.util
+
+    return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
 
 
 # -- keys -----------------------------------------------------------------------------------

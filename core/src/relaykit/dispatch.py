@@ -358,7 +358,9 @@ class Dispatcher:
                 conn.execute(
                     operations.update().where(operations.c.id == operation_id).values(**values)
                 )
-            if attempts:
+            if len(attempts) == 1:  # the common case: one row, without executemany's machinery
+                conn.execute(_INSERT_ATTEMPT, attempts[0])
+            elif attempts:
                 conn.execute(_INSERT_ATTEMPT, attempts)
             for integration_id, message in auth_failures:
                 # Only an integration still active moves: one disabled or re-credentialed
