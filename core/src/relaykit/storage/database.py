@@ -183,6 +183,10 @@ class Database:
             try:
                 transaction = conn.begin()  # BEGIN IMMEDIATE: SQLite's write lock
             except sa.exc.OperationalError as error:
+                # A failed begin leaves SQLAlchemy's connection half in a begin: start the
+                # next inline write on a fresh one (this is the rare, contended case).
+                conn.close()
+                self._inline_connection = None
                 if "locked" in str(error.orig) or "busy" in str(error.orig):
                     raise WriteWouldWait from None  # another process is writing
                 raise
