@@ -7,9 +7,12 @@ Each test runs on SQLite and, in the postgres tox env, on PostgreSQL; what only 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from relaykit.sealing import LocalKeyring, runs_in_process
 from relaykit.settings import Settings
 from relaykit.storage import tenants as store
 from relaykit.storage.database import Database, WriteWouldWait, json_value, open_database
@@ -102,3 +105,39 @@ def test_an_inline_write_never_waits_for_the_lock(database: Database, settings: 
         holder.execute("ROLLBACK")
     finally:
         holder.close()
+
+
+def test_a_failed_commit_does_not_keep_the_write_lock(database: Database) -> None:
+    """A COMMIT can fail (here a deferred foreign key; in life a full disk) and leave SQLite
+    inside the transaction: the inline connection is dropped, so the lock is not kept."""
+    if not database.inline_writes_allowed:
+        pytest.skip("inline writes are a SQLite path")
+
+    def make_tables(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("CREATE TABLE t_parent (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE t_child (parent INTEGER REFERENCES t_parent (id)"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    database.write(make_tables)
+    with database.inline_writes(), pytest.raises(sa.exc.IntegrityError):
+        database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t_child VALUES (999)"))
+    other = sqlite3.connect(str(database.url.database), isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free again
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    with database.inline_writes():
+        database.write(store.create_tenant, "acme")  # and the next inline write works
+    assert [t.name for t in database.read(store.list_tenants)] == ["acme"]
+
+
+def test_only_an_in_process_key_provider_runs_on_the_loop(tmp_path: Path) -> None:
+    assert runs_in_process(LocalKeyring.in_home(tmp_path))
+
+    class Remote:  # a KMS-backed provider says nothing: it runs in a thread
+        name = "kms"
+
+    assert not runs_in_process(Remote())  # type: ignore[arg-type]

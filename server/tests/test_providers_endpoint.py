@@ -155,3 +155,11 @@ async def test_openapi_document_is_served(api: Api) -> None:
 async def test_health_needs_no_token(api: Api) -> None:
     response = await api.client.get("/health")
     assert response.status_code == 200 and response.json()["data"] == {"status": "ok"}
+
+
+async def test_options_needs_no_token(api: Api) -> None:
+    """A CORS preflight carries no credentials: OPTIONS passes the bearer middleware, as
+    with Litestar's own authentication middleware."""
+    response = await api.client.options("/api/v1/integrations")
+    assert response.status_code == 204
+    assert "POST" in response.headers["allow"]

@@ -77,6 +77,10 @@ class KeyProvider(Protocol):
 
     ``name`` is recorded in every blob it wraps; ``primary_key_id`` names the key that wraps
     new data keys (blobs under another key are what ``relaykit keys rewrap`` moves).
+
+    A provider may set ``in_process = True`` when ``wrap`` and ``unwrap`` do no network I/O
+    (the local keyring): relaykit then seals and opens on the event loop. Without it (a KMS,
+    Vault) they always run in a worker thread. See :func:`runs_in_process`.
     """
 
     name: str
@@ -91,6 +95,12 @@ class KeyProvider(Protocol):
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
         """Unwrap a data key wrapped by KEK ``key_id``; raise :class:`SealError` if it cannot."""
         ...
+
+
+def runs_in_process(key_provider: KeyProvider) -> bool:
+    """Whether ``key_provider`` says its wrap and unwrap do no network I/O (``in_process``),
+    so they may run on an event loop."""
+    return getattr(key_provider, "in_process", False) is True
 
 
 def seal_credentials(
@@ -241,6 +251,7 @@ class LocalKeyring:
 
     name = "local"
     FILE_NAME = "keyring.json"
+    in_process = True  # AES key wrap in memory; the file is read only when it changes
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -22,6 +22,7 @@ from relaykit.integrations import IntegrationService
 from relaykit.keys import load_key_provider
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.routing import RoutingService
+from relaykit.sealing import runs_in_process
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
 from relaykit.worker import VerificationWorker
@@ -88,6 +89,7 @@ def create_app(
             dispatcher=dispatcher,
             deliveries=DeliveryAttemptService(database, catalog),
             worker=worker,
+            inline_service_calls=database.inline_writes_allowed and runs_in_process(keyring),
         )
         logger.info(
             "relaykit started: %d providers (%s), database %s",

@@ -36,6 +36,9 @@ class BearerTokenMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") == "OPTIONS":  # as Litestar's own auth middleware: preflight
+            await self.app(scope, receive, send)
+            return
         database = AppResources.of(scope["app"]).database
         # One request, one check for commits by others (Database.read_scope): the token
         # lookup and the request's own cached reads share it.

@@ -52,14 +52,16 @@ async def read_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwa
 
 async def write_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a service call that writes in one transaction: inline on SQLite while the write
-    lock is free (Database.inline_writes), else in a worker thread. Only for calls with a
-    single write transaction: one that finds the lock taken has done nothing yet, so it
-    can run again in the thread."""
+    lock is free (Database.inline_writes) and the key provider does no network I/O (the
+    call may seal or open credentials), else in a worker thread. Only for calls with a
+    single write transaction: one that finds the lock taken has not written yet, so it can
+    run again in the thread (sealing twice is harmless)."""
     from relaykit.storage.database import WriteWouldWait
     from relaykit_server.state import AppResources
 
-    database = AppResources.of(request.app).database
-    if database.inline_writes_allowed:
+    resources = AppResources.of(request.app)
+    database = resources.database
+    if resources.inline_service_calls:
         try:
             with database.inline_writes():
                 return fn(*args, **kwargs)

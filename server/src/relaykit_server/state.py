@@ -27,6 +27,9 @@ class AppResources:
     dispatcher: Dispatcher
     deliveries: DeliveryAttemptService
     worker: VerificationWorker | None
+    #: Single-transaction service calls may run on the event loop (SQLite, and a key
+    #: provider that does no network I/O: the calls seal and open credentials).
+    inline_service_calls: bool = False
 
     @staticmethod
     def of(app: Litestar | Any) -> AppResources:

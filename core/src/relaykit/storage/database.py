@@ -147,10 +147,14 @@ class Database:
         scope = _READ_SCOPE.get()
         if scope is not None:
             scope[0] = None  # what this scope read before its own write is no longer current
-        if _INLINE_WRITE.get():
-            return self._write_without_waiting(fn, *args, **kwargs)
-        with self._write_lock, self._write_engine.begin() as conn:
-            return fn(conn, *args, **kwargs)
+        try:
+            if _INLINE_WRITE.get():
+                return self._write_without_waiting(fn, *args, **kwargs)
+            with self._write_lock, self._write_engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        finally:
+            if scope is not None:
+                scope[0] = None  # nor what it read while the write was under way
 
     @contextlib.contextmanager
     def inline_writes(self) -> Iterator[None]:
@@ -190,8 +194,17 @@ class Database:
                 if "locked" in str(error.orig) or "busy" in str(error.orig):
                     raise WriteWouldWait from None  # another process is writing
                 raise
-            with transaction:
-                return fn(conn, *args, **kwargs)
+            try:
+                with transaction:
+                    return fn(conn, *args, **kwargs)
+            except BaseException:
+                if not _settled(conn):
+                    # A COMMIT that failed (disk full, I/O error) can leave SQLite inside
+                    # the transaction, holding the write lock: drop that connection.
+                    conn.invalidate()
+                    conn.close()
+                    self._inline_connection = None
+                raise
         finally:
             self._sqlite_write_lock.release()
 
@@ -254,8 +267,13 @@ class Database:
             ]
 
     def driver_sql(self, sql: str) -> str:
-        """``sql`` written with ``?`` placeholders, in this database driver's paramstyle."""
-        return sql if self.is_sqlite else sql.replace("?", "%s")
+        """``sql`` written with ``?`` placeholders, in this database driver's paramstyle.
+        The SQL may hold no other ``?`` and no ``%`` (psycopg would read them as markers)."""
+        if self.is_sqlite:
+            return sql
+        if "%" in sql:
+            raise ValueError("plain SQL for Database.fetch may not contain '%'")
+        return sql.replace("?", "%s")
 
     def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()``, or what it returned before for ``key`` if nothing has been committed
@@ -339,6 +357,14 @@ class Database:
         if self._inline_engine is not None:
             self._inline_engine.dispose()
         self.engine.dispose()
+
+
+def _settled(conn: sa.Connection) -> bool:
+    """Whether the connection is out of any transaction (and still usable)."""
+    try:
+        return not conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+    except Exception:
+        return False
 
 
 def _configure_sqlite(dbapi_connection: Any) -> None:
