@@ -43,7 +43,12 @@ from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Action, Status, next_status
 from relaykit.operations import OperationContext, OperationOutcome, OperationResult, run_operation
 from relaykit.routing import RouteCandidate, RoutingService
-from relaykit.sealing import KeyProvider, SealContext, open_credentials, runs_in_process
+from relaykit.sealing import (
+    KeyProvider,
+    SealContext,
+    call_with_key_provider,
+    open_credentials,
+)
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
 from relaykit.storage.models import delivery_attempts, integrations, operations
@@ -195,10 +200,8 @@ class Dispatcher:
             )
         else:
             try:
-                secrets = (
-                    self._open(tenant_id, candidate)
-                    if runs_in_process(self.key_provider)
-                    else await anyio.to_thread.run_sync(self._open, tenant_id, candidate)
+                secrets = await call_with_key_provider(
+                    self.key_provider, self._open, tenant_id, candidate
                 )
             except RelaykitError as exc:
                 result = OperationResult.failed(

@@ -20,10 +20,11 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import anyio.to_thread
 import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,6 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id
 from relaykit.redaction import register_secrets
+
+T = TypeVar("T")
 
 logger = logging.getLogger("relaykit.sealing")
 
@@ -101,6 +104,14 @@ def runs_in_process(key_provider: KeyProvider) -> bool:
     """Whether ``key_provider`` says its wrap and unwrap do no network I/O (``in_process``),
     so they may run on an event loop."""
     return getattr(key_provider, "in_process", False) is True
+
+
+async def call_with_key_provider(key_provider: KeyProvider, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, which wraps or unwraps through ``key_provider``: on the event loop for
+    an in-process provider (:func:`runs_in_process`), else in a worker thread."""
+    if runs_in_process(key_provider):
+        return fn(*args)
+    return await anyio.to_thread.run_sync(fn, *args)
 
 
 def seal_credentials(

@@ -47,7 +47,7 @@ from relaykit.catalog import Catalog
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.lifecycle import Action, Status, next_status
-from relaykit.sealing import KeyProvider, SealContext, open_credentials, runs_in_process
+from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, open_credentials
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
 from relaykit.storage.models import integrations
@@ -293,9 +293,7 @@ class VerificationWorker:
         """:meth:`_claim` from the event loop: inline while SQLite's write lock is free; the
         credentials are opened on the loop only with an in-process key provider."""
         jobs = await self.database.run_write(self._claimer(limit))
-        if runs_in_process(self.key_provider):
-            return self._claimed(jobs)
-        return await anyio.to_thread.run_sync(self._claimed, jobs)
+        return await call_with_key_provider(self.key_provider, self._claimed, jobs)
 
     def _claimed(self, jobs: list[VerificationJob]) -> list[VerificationJob]:
         opened = [self._with_credentials(job) for job in jobs]

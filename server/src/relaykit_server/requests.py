@@ -56,18 +56,12 @@ async def write_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kw
     call may seal or open credentials), else in a worker thread. Only for calls with a
     single write transaction: one that finds the lock taken has not written yet, so it can
     run again in the thread (sealing twice is harmless)."""
-    from relaykit.storage.database import WriteWouldWait
     from relaykit_server.state import AppResources
 
     resources = AppResources.of(request.app)
-    database = resources.database
-    if resources.inline_service_calls:
-        try:
-            with database.inline_writes():
-                return fn(*args, **kwargs)
-        except WriteWouldWait:
-            pass
-    return await in_thread(fn, *args, **kwargs)
+    return await resources.database.call_inline_first(
+        functools.partial(fn, *args, **kwargs), inline=resources.inline_service_calls
+    )
 
 
 async def cached_read(request: ApiRequest, build: Callable[[], Response[Any]]) -> Response[Any]:
@@ -78,9 +72,7 @@ async def cached_read(request: ApiRequest, build: Callable[[], Response[Any]]) -
 
     database = AppResources.of(request.app).database
     if not database.read_cache:
-        if database.inline_reads:
-            return build()
-        return await in_thread(build)
+        return await read_call(request, build)
 
     def render() -> tuple[bytes, int]:
         response = build()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -220,13 +221,20 @@ class Database:
     ) -> T:
         """:meth:`write` for async callers: inline on SQLite while the write lock is free
         (:meth:`inline_writes`), else in a worker thread."""
-        if self.inline_writes_allowed:
+        return await self.call_inline_first(functools.partial(self.write, fn, *args, **kwargs))
+
+    async def call_inline_first(self, call: Callable[[], T], *, inline: bool = True) -> T:
+        """Run ``call``, a synchronous call whose writes through this handle are one
+        transaction: on the event loop (:meth:`inline_writes`) where that is allowed (SQLite,
+        and ``inline``) and the write lock is free, else in a worker thread. A call that
+        finds the lock taken has not written yet, so it runs again in the thread."""
+        if inline and self.inline_writes_allowed:
             try:
                 with self.inline_writes():
-                    return self.write(fn, *args, **kwargs)
+                    return call()
             except WriteWouldWait:
                 pass
-        return await anyio.to_thread.run_sync(lambda: self.write(fn, *args, **kwargs))
+        return await anyio.to_thread.run_sync(call)
 
     def fetch(self, sql: str, params: Sequence[Any] = (), *, cache: bool = False) -> list[Any]:
         """The rows of one read-only statement, as the driver returns them (tuples).

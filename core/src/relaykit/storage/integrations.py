@@ -39,19 +39,10 @@ def find(conn: sa.Connection, tenant_id: str, integration_id: str) -> sa.Row[Any
     ).first()
 
 
-# Statements built once: SQLAlchemy then reuses their compiled form, where one built per call
-# with .values(**row) costs more to construct than the insert itself (docs/performance.md).
-_EXISTS = sa.select(integrations.c.id).where(
-    integrations.c.tenant_id == sa.bindparam("tenant_id"),
-    integrations.c.provider == sa.bindparam("provider"),
-    live,
-)
-_INSERT = integrations.insert()
-
-
 def _insert_if_new(dialect: Any) -> sa.Insert:
     """An insert that does nothing when the tenant already has a live row for the provider
-    (the partial unique index is the conflict target)."""
+    (the partial unique index is the conflict target), built once so SQLAlchemy reuses its
+    compiled form (docs/performance.md)."""
     statement = (
         dialect.insert(integrations)
         .on_conflict_do_nothing(
@@ -63,28 +54,14 @@ def _insert_if_new(dialect: Any) -> sa.Insert:
     return statement
 
 
+#: relaykit runs on SQLite and PostgreSQL only; both have ON CONFLICT on a partial index.
 _INSERT_IF_NEW = {"sqlite": _insert_if_new(sqlite), "postgresql": _insert_if_new(postgresql)}
-
-
-def exists_for_provider(conn: sa.Connection, tenant_id: str, provider: str) -> bool:
-    row = conn.execute(_EXISTS, {"tenant_id": tenant_id, "provider": provider}).first()
-    return row is not None
-
-
-def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(_INSERT, values)
 
 
 def insert_if_new(conn: sa.Connection, values: dict[str, Any]) -> bool:
     """Insert the row unless the tenant has a live one for the provider: whether it did.
     One statement, so the check and the insert cannot race."""
-    statement = _INSERT_IF_NEW.get(conn.dialect.name)
-    if statement is None:  # another database: check, then insert (the index still guards)
-        if exists_for_provider(conn, values["tenant_id"], values["provider"]):
-            return False
-        insert(conn, values)
-        return True
-    return conn.execute(statement, values).first() is not None
+    return conn.execute(_INSERT_IF_NEW[conn.dialect.name], values).first() is not None
 
 
 def update(conn: sa.Connection, integration_id: str, values: dict[str, Any]) -> None:
