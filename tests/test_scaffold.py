@@ -101,9 +101,9 @@ BREAKS = {
     ),
     "a verifier that raises": (
         "src/relaykit_acme_sms/__init__.py",
-        "    classified = classify_response(response, error_message=error_message)",
+        "    classified = classify_response(\n",
         "    if response.status_code == 401:\n        raise RuntimeError('no')\n"
-        "    classified = classify_response(response, error_message=error_message)",
+        "    classified = classify_response(\n",
         "The verifier raised RuntimeError on an HTTP 401 answer",
     ),
     "a credential in a log line": (

@@ -16,10 +16,9 @@ from .conftest import cli_env, free_port, pip_install_into, run_cli
 pytestmark = pytest.mark.slow
 
 PLUGIN_SOURCE = """
-from relaykit import CredentialField, Provider, VerificationResult, hookimpl
-
-from relaykit.capabilities import MessageResult
-from relaykit.operations import OperationResult
+from relaykit import (
+    CredentialField, MessageResult, OperationResult, Provider, VerificationResult, hookimpl,
+)
 
 async def verify(credentials, ctx):
     response = await ctx.http.get("/v1/me", auth=(credentials["api_key"], ""))

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from relaykit import CredentialField, Provider, VerificationResult, hookimpl
-from relaykit.capabilities import MessageResult
-from relaykit.operations import OperationResult
-from relaykit.providers import Credentials
-from relaykit.verification import ProviderContext
+from relaykit import (
+    CredentialField,
+    Credentials,
+    MessageResult,
+    OperationResult,
+    Provider,
+    ProviderContext,
+    VerificationResult,
+    hookimpl,
+)
 
 
 async def accept(credentials: Credentials, ctx: ProviderContext) -> VerificationResult:

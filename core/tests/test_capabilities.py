@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 import pytest
 
-from relaykit import hookimpl
+from relaykit import E164_PATTERN, hookimpl
 from relaykit.capabilities import (
     STANDARD_CONTRACTS,
     CapabilityContract,
@@ -109,3 +110,31 @@ def test_input_errors_are_keyed_by_field() -> None:
     with pytest.raises(ValidationError) as info:
         decode_input(contract, {"amount": 5, "currency": "usd", "tip": 1})
     assert info.value.errors == {"tip": ["This field is not allowed."]}
+
+
+@pytest.mark.parametrize("number", ["+15550100000", "+447700900123", "+12"])
+def test_e164_numbers_are_taken(number: str) -> None:
+    assert re.search(E164_PATTERN, number)
+    message = decode_input(STANDARD_CONTRACTS["send_sms"], {"to": number, "body": "hi"})
+    assert isinstance(message, SendMessageInput) and message.to == number
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "15550100000",  # no plus
+        "whatsapp:+15550100000",  # a channel prefix is not part of the number
+        "+05550100000",  # no country code starts with 0
+        "+1555010000012345",  # longer than E.164's 15 digits
+        "+1",  # shorter than a country code and a number
+        "+\u0661\u0665\u0665\u0665\u0660\u0661\u0660\u0660",  # Arabic-Indic digits
+        "+\uff11\uff15\uff15\uff15\uff10\uff11\uff10\uff10",  # fullwidth digits
+        "+15550100000\n",  # Python's $ would match before the final newline
+    ],
+)
+def test_a_number_not_in_ascii_e164_is_refused(number: str) -> None:
+    # \d would take the Arabic-Indic and fullwidth digits: no carrier does.
+    assert re.search(E164_PATTERN, number) is None
+    with pytest.raises(ValidationError) as info:
+        decode_input(STANDARD_CONTRACTS["send_sms"], {"to": number, "body": "hi"})
+    assert list(info.value.errors) == ["to"]

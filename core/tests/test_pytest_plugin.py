@@ -7,17 +7,15 @@ from typing import Any
 
 import httpx
 
+from relaykit import VerificationOutcome, VerificationResult
 from relaykit.testing import run_verification
 from relaykit.testing.pytest_plugin import FakeProviderApi
-from relaykit.verification import Outcome
 
 from .providers_for_tests import OneProvider, make_provider
 
 
 def test_fake_provider_api_routes_and_records(fake_provider_api: FakeProviderApi) -> None:
     async def verify(credentials: Any, ctx: Any) -> Any:
-        from relaykit import VerificationResult
-
         response = await ctx.http.get("/v1/me")
         return (
             VerificationResult.accepted()
@@ -29,7 +27,7 @@ def test_fake_provider_api_routes_and_records(fake_provider_api: FakeProviderApi
     result = run_verification(
         make_provider(verify=verify), {"api_key": "k-123456"}, handler=fake_provider_api.handler
     )
-    assert result.outcome is Outcome.ACCEPTED
+    assert result.outcome is VerificationOutcome.ACCEPTED
     assert [r.url.path for r in fake_provider_api.requests] == ["/v1/me"]
     missing = fake_provider_api.handler(httpx.Request("POST", "https://x/v1/other"))
     assert missing.status_code == 404

@@ -1,4 +1,4 @@
-"""The one redaction step every log record passes through."""
+"""The one redaction step every log record passes through, and ``redact`` for messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relaykit import redaction
+from relaykit import redact, redaction
+from relaykit.keys.local import LocalKeyring
+from relaykit.sealing import SealContext, seal_credentials
 from relaykit.testing import run_verification
 
 from .providers_for_tests import make_provider
@@ -87,11 +89,17 @@ def test_sealed_values_are_covered_from_the_first_line(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """Sealing registers the values: a fresh process's first log line is already covered."""
-    from relaykit.sealing import LocalKeyring, SealContext, seal_credentials
-
     caplog.set_level(logging.DEBUG)
     value = "sk_canary_sealed_only_5555"
     keyring = LocalKeyring.in_home(tmp_path)
     seal_credentials({"secret_key": value}, SealContext("t", "i", "p"), keyring)
     logging.getLogger("relaykit.test").warning("request body was %s", {"secret_key": value})
     assert value not in caplog.text
+
+
+def test_redact_masks_every_value_longest_first() -> None:
+    secrets = {"a": "abcd1234", "b": "abcd", "short": "x", "none": None}
+    assert redact("k=abcd1234 and abcd and x", secrets) == "k=[redacted] and [redacted] and x"
+    assert redact("k=abcd1234 and abcd", ["abcd", "abcd1234"]) == "k=[redacted] and [redacted]"
+    # One string is one value, not its characters.
+    assert redact("k=abcd1234", "abcd1234") == "k=[redacted]"

@@ -1,22 +1,14 @@
-"""The verification helpers every provider plugin builds on."""
+"""Verification: the classify helper every provider's verifier builds on, and the runner."""
 
 from __future__ import annotations
 
-import email.utils
 from typing import Any
 
 import httpx
 import pytest
 
 from relaykit.testing import run_verification
-from relaykit.verification import (
-    Outcome,
-    VerificationResult,
-    classify_response,
-    parse_retry_after,
-    redact,
-    resolve_api_base,
-)
+from relaykit.verification import VerificationOutcome, VerificationResult, classify_response
 
 from .providers_for_tests import make_provider
 
@@ -28,18 +20,18 @@ def message_of(body: Any) -> str | None:
 @pytest.mark.parametrize(
     ("status", "outcome"),
     [
-        (400, Outcome.REJECTED),
-        (401, Outcome.REJECTED),
-        (403, Outcome.REJECTED),
-        (404, Outcome.REJECTED),
-        (408, Outcome.TRANSIENT),
-        (429, Outcome.TRANSIENT),
-        (500, Outcome.TRANSIENT),
-        (503, Outcome.TRANSIENT),
-        (302, Outcome.TRANSIENT),
+        (400, VerificationOutcome.REJECTED),
+        (401, VerificationOutcome.REJECTED),
+        (403, VerificationOutcome.REJECTED),
+        (404, VerificationOutcome.REJECTED),
+        (408, VerificationOutcome.TRANSIENT),
+        (429, VerificationOutcome.TRANSIENT),
+        (500, VerificationOutcome.TRANSIENT),
+        (503, VerificationOutcome.TRANSIENT),
+        (302, VerificationOutcome.TRANSIENT),
     ],
 )
-def test_classify_by_status(status: int, outcome: Outcome) -> None:
+def test_classify_by_status(status: int, outcome: VerificationOutcome) -> None:
     result = classify_response(
         httpx.Response(status, json={"message": "m"}), error_message=message_of
     )
@@ -65,28 +57,15 @@ def test_provider_message_or_status_line() -> None:
     assert odd is not None and odd.message == "HTTP 403 Forbidden"
 
 
-def test_retry_after_forms() -> None:
-    assert parse_retry_after("120") == 120.0
-    assert parse_retry_after(" 1.5 ") == 1.5
-    assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("") is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("nan") is None
-    date = email.utils.formatdate(1_000_030, usegmt=True)
-    assert parse_retry_after(date, now=1_000_000) == pytest.approx(30.0)
-
-
-def test_redact_masks_every_value_longest_first() -> None:
-    secrets = {"a": "abcd1234", "b": "abcd", "short": "x", "none": None}
-    assert redact("k=abcd1234 and abcd and x", secrets) == "k=[redacted] and [redacted] and x"
-
-
-def test_api_base_override_from_environment() -> None:
-    provider = make_provider()
-    assert resolve_api_base(provider, {}) == "https://api.acme.example"
-    env = {"RELAYKIT_ACME_API_BASE": "http://127.0.0.1:9000/"}
-    assert resolve_api_base(provider, env) == "http://127.0.0.1:9000"
+def test_the_provider_message_is_redacted_of_the_secrets_given() -> None:
+    response = httpx.Response(401, json={"message": "Bad key sk_live_0123456789 for acct_1"})
+    result = classify_response(
+        response, error_message=message_of, secrets=("sk_live_0123456789", "abc")
+    )
+    assert result is not None and result.message == "Bad key [redacted] for acct_1"
+    # One string is one value, not its characters.
+    alone = classify_response(response, error_message=message_of, secrets="sk_live_0123456789")
+    assert alone is not None and alone.message == "Bad key [redacted] for acct_1"
 
 
 CANARY = "canary-secret-5b1e7c0d"
@@ -97,7 +76,7 @@ def test_verifier_exception_never_carries_its_message() -> None:
         raise ValueError(f"could not use key {credentials['api_key']}")
 
     result = run_verification(make_provider(verify=leaky), {"api_key": CANARY, "account": "a"})
-    assert result.outcome is Outcome.TRANSIENT
+    assert result.outcome is VerificationOutcome.TRANSIENT
     assert result.message == "the acme verifier failed (ValueError)"
 
 
@@ -106,7 +85,7 @@ def test_verifier_returning_garbage_is_transient() -> None:
         return {"ok": True}
 
     result = run_verification(make_provider(verify=garbage), {"api_key": CANARY, "account": "a"})
-    assert result.outcome is Outcome.TRANSIENT
+    assert result.outcome is VerificationOutcome.TRANSIENT
     assert "returned dict" in result.message
 
 
@@ -115,7 +94,7 @@ def test_result_messages_are_redacted_and_bounded() -> None:
         return VerificationResult.rejected(f"bad key {credentials['api_key']} " + "x" * 2000)
 
     result = run_verification(make_provider(verify=chatty), {"api_key": CANARY, "account": "a"})
-    assert result.outcome is Outcome.REJECTED
+    assert result.outcome is VerificationOutcome.REJECTED
     assert CANARY not in result.message and "[redacted]" in result.message
     assert len(result.message) == 500
 
@@ -134,5 +113,5 @@ def test_real_http_through_the_mock_transport_sees_base_url() -> None:
         handler=lambda request: httpx.Response(200),
         api_base="http://127.0.0.1:1/base",
     )
-    assert result.outcome is Outcome.ACCEPTED
+    assert result.outcome is VerificationOutcome.ACCEPTED
     assert seen == ["http://127.0.0.1:1/base/v1/me"]

@@ -1,33 +1,69 @@
 """relaykit: the provider SDK and the engine behind the relaykit service.
 
-What a provider plugin needs is importable from here::
+Everything a provider plugin needs is importable from here, and a plugin imports from
+nowhere else in relaykit::
 
     from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+
+The test kit for provider packages is :mod:`relaykit.testing` (``relaykit[testing]``).
 """
 
 from relaykit import capabilities
-from relaykit.hookspecs import hookimpl
-from relaykit.providers import CredentialField, Credentials, Provider
-from relaykit.verification import (
-    Outcome,
-    ProviderContext,
-    VerificationResult,
-    classify_response,
-    json_body,
+from relaykit.capabilities import (
+    E164_PATTERN,
+    CapabilityContract,
+    InitiatePaymentInput,
+    MessageResult,
+    PaymentResult,
+    PhoneNumber,
+    ProcessRefundInput,
+    RefundResult,
+    SendMessageInput,
+    VerifyPaymentInput,
 )
+from relaykit.hookspecs import hookimpl
+from relaykit.operations import (
+    OperationContext,
+    OperationHandler,
+    OperationOutcome,
+    OperationResult,
+    classify_operation_response,
+)
+from relaykit.provider_http import ProviderContext, json_body, parse_retry_after, path_segment
+from relaykit.providers import CredentialField, Credentials, Provider
+from relaykit.redaction import redact
+from relaykit.verification import VerificationOutcome, VerificationResult, classify_response
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "E164_PATTERN",
+    "CapabilityContract",
     "CredentialField",
     "Credentials",
-    "Outcome",
+    "InitiatePaymentInput",
+    "MessageResult",
+    "OperationContext",
+    "OperationHandler",
+    "OperationOutcome",
+    "OperationResult",
+    "PaymentResult",
+    "PhoneNumber",
+    "ProcessRefundInput",
     "Provider",
     "ProviderContext",
+    "RefundResult",
+    "SendMessageInput",
+    "VerificationOutcome",
     "VerificationResult",
+    "VerifyPaymentInput",
     "__version__",
     "capabilities",
+    "classify_operation_response",
     "classify_response",
     "hookimpl",
     "json_body",
+    "parse_retry_after",
+    "path_segment",
+    "redact",
 ]

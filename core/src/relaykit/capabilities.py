@@ -15,22 +15,23 @@ from typing import Annotated, Any
 
 import msgspec
 
+from relaykit.errors import ValidationError
+
 SEND_SMS = "send_sms"
 SEND_WHATSAPP = "send_whatsapp"
 INITIATE_PAYMENT = "initiate_payment"
 PROCESS_REFUND = "process_refund"
 VERIFY_PAYMENT = "verify_payment"
 
-STANDARD_CAPABILITIES = (
-    SEND_SMS,
-    SEND_WHATSAPP,
-    INITIATE_PAYMENT,
-    PROCESS_REFUND,
-    VERIFY_PAYMENT,
-)
-
-E164 = r"^\+[1-9]\d{1,14}$"
-PhoneNumber = Annotated[str, msgspec.Meta(pattern=E164, description="E.164, e.g. +15550100000")]
+#: A phone number in E.164: ``+``, a country code that does not start with 0, at most 15
+#: digits in all. ``[0-9]`` rather than ``\d``: Python's ``\d`` also matches non-ASCII digits
+#: (Arabic-Indic U+0660-U+0669, fullwidth U+FF10-U+FF19 and others), which no carrier takes.
+#: ``(?!\n)``: Python's ``$`` also matches before a final newline; the lookahead refuses it
+#: and means nothing to a JSON Schema reader (ECMAScript's ``$`` is already the very end).
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}(?!\n)$"
+PhoneNumber = Annotated[
+    str, msgspec.Meta(pattern=E164_PATTERN, description="E.164, e.g. +15550100000")
+]
 MinorUnits = Annotated[
     int, msgspec.Meta(gt=0, le=99_999_999_99, description="amount in minor units")
 ]
@@ -123,8 +124,6 @@ STANDARD_CONTRACTS: dict[str, CapabilityContract] = {
 
 def decode_input(contract: CapabilityContract, payload: Any) -> msgspec.Struct:
     """``payload`` (decoded JSON) as the contract's input; ValidationError keyed by field."""
-    from relaykit.errors import ValidationError
-
     if not isinstance(payload, dict):
         raise ValidationError({"body": ["The request body must be a JSON object."]})
     try:

@@ -74,30 +74,28 @@ class RelaykitSpecs:
     def relaykit_capabilities(self) -> Iterable[CapabilityContract]:
         """Declare capabilities beyond the standard ones, each with its contract.
 
-            A capability's contract is its input and output Structs; any provider offering the
-            capability serves that input and returns that output, so routing can fall back from
-            one provider to another. Standard capabilities (``send_sms`` …) need no declaration;
-            declaring one of their names again is an error.
+        A capability's contract is its input and output Structs; any provider offering the
+        capability serves that input and returns that output, so routing can fall back from
+        one provider to another. Standard capabilities (``send_sms`` …) need no declaration;
+        declaring one of their names again is an error.
 
-            Example:
-                .. code-block:: python
+        Example:
+            .. code-block:: python
 
-                    import msgspec
-                    from relaykit import hookimpl
-                    from relaykit.capabilities import CapabilityContract
-        from relaykit.keys import KeyProviderSpec
+                import msgspec
+                from relaykit import CapabilityContract, hookimpl
 
-                    class SendFaxInput(msgspec.Struct, forbid_unknown_fields=True):
-                        to: str
-                        document_url: str
+                class SendFaxInput(msgspec.Struct, forbid_unknown_fields=True):
+                    to: str
+                    document_url: str
 
-                    class FaxResult(msgspec.Struct):
-                        provider_fax_id: str
-                        provider_status: str
+                class FaxResult(msgspec.Struct):
+                    provider_fax_id: str
+                    provider_status: str
 
-                    @hookimpl
-                    def relaykit_capabilities():
-                        yield CapabilityContract("send_fax", SendFaxInput, FaxResult, "Send a fax")
+                @hookimpl
+                def relaykit_capabilities():
+                    yield CapabilityContract("send_fax", SendFaxInput, FaxResult, "Send a fax")
         """
         raise NotImplementedError
 

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
 import msgspec
 
-from relaykit.providers import Credentials
-from relaykit.verification import (
+from relaykit.provider_http import (
     MAX_MESSAGE_LENGTH,
     ProviderContext,
+    error_text,
     json_body,
     parse_retry_after,
-    redact,
+    status_line,
 )
+from relaykit.providers import Credentials
+from relaykit.redaction import redact
 
 logger = logging.getLogger("relaykit.operations")
 
@@ -105,14 +107,30 @@ def classify_operation_response(
     *,
     error_message: Callable[[Any], str | None],
     error_code: Callable[[Any], str | None] = lambda body: None,
+    secrets: Mapping[str, Any] | Iterable[Any] = (),
 ) -> OperationResult | None:
-    """Classify a provider's answer to an operation by status; ``None`` for a 2xx to read."""
+    """Classify a provider's answer to an operation by status; ``None`` for a 2xx to read.
+
+    * 401, 403: auth_failed;
+    * 408, 429, 5xx: transient, with ``Retry-After`` when the provider sent one;
+    * other 4xx: rejected;
+    * anything else that is not 2xx (a redirect): unknown, since the provider may have acted.
+
+    Args:
+        response: the provider's answer.
+        error_message: pulls the provider's own message out of a parsed JSON error body (it
+            gets ``None`` when the body is not JSON); when it finds none, the status line
+            stands in.
+        error_code: pulls the provider's error code out of the same body, if it has one.
+        secrets: the credential values to mask in the provider's message (a provider may
+            echo the key it refused); see :func:`relaykit.redact`.
+    """
     status = response.status_code
     if 200 <= status < 300:
         return None
     body = json_body(response)
-    message = _safe(error_message, body) or f"HTTP {status} {response.reason_phrase}".strip()
-    code = _safe(error_code, body)
+    message = redact(error_text(error_message, body) or status_line(response), secrets)
+    code = error_text(error_code, body)
     if status in (401, 403):
         outcome = OperationOutcome.AUTH_FAILED
     elif status in (408, 429) or status >= 500:
@@ -125,20 +143,9 @@ def classify_operation_response(
         outcome,
         message,
         status_code=status,
-        provider_code=str(code) if code is not None else None,
+        provider_code=code,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
     )
-
-
-def _safe(extract: Callable[[Any], Any], body: Any) -> str | None:
-    try:
-        value = extract(body)
-    except Exception:
-        return None
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 async def run_operation(

@@ -18,7 +18,8 @@ import msgspec
 
 if TYPE_CHECKING:
     from relaykit.operations import OperationHandler
-    from relaykit.verification import ProviderContext, VerificationResult
+    from relaykit.provider_http import ProviderContext
+    from relaykit.verification import VerificationResult
 
 #: Provider names, capability names, categories and credential field names are slugs:
 #: lowercase ASCII letters, digits and underscores, starting with a letter.

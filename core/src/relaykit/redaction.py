@@ -1,4 +1,4 @@
-"""One redaction step that every log record passes through.
+"""Redaction: one step that every log record passes through, and :func:`redact` for messages.
 
 :func:`install` wraps the logging module's record factory, so every record made by any
 logger in the process (relaykit's, uvicorn's, a plugin's, httpx's) is redacted once, when it
@@ -11,6 +11,9 @@ is made, before any handler or formatter sees it:
   redacted on the spot, and the exception object is dropped from the record, so no later
   formatter can print an unredacted copy. Tracebacks carry no local variables (the standard
   formatter prints none, and relaykit configures no other).
+
+:func:`redact` masks given credential values in one message: the core applies it to every
+verifier's and handler's result, and the classify helpers to the provider's message.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MASK = "[redacted]"
+REDACTED = "[redacted]"
 #: Values shorter than this are not registered: masking "1" everywhere protects nothing.
 MIN_SECRET_LENGTH = 6
 MAX_REGISTERED = 10_000
@@ -80,14 +83,40 @@ class _Registry:
     def redact(self, text: str) -> str:
         if self._tokens:
             tokens = self._tokens
-            text = _TOKEN.sub(lambda m: MASK if m.group(0) in tokens else m.group(0), text)
+            text = _TOKEN.sub(lambda m: REDACTED if m.group(0) in tokens else m.group(0), text)
         for value in tuple(self._others):
             if value in text:
-                text = text.replace(value, MASK)
+                text = text.replace(value, REDACTED)
         return text
 
 
 _registry = _Registry()
+
+
+def redact(message: str, secrets: Mapping[str, Any] | Iterable[Any]) -> str:
+    """``message`` with every credential value in ``secrets`` replaced by :data:`REDACTED`.
+
+    Args:
+        message: a message meant for the tenant or the operator.
+        secrets: the values to mask: a mapping (its values are masked), an iterable of
+            values, or one string.
+
+    Returns:
+        ``message`` with each value masked, the longest first so that a value containing
+        another is masked whole. Values shorter than four characters are left alone:
+        masking "1" everywhere would mangle messages while protecting nothing.
+    """
+    if isinstance(secrets, str):
+        # One credential value, not its characters.
+        values: Iterable[Any] = (secrets,)
+    elif isinstance(secrets, Mapping):
+        values = secrets.values()
+    else:
+        values = secrets
+    for value in sorted((str(v) for v in values if v is not None), key=len, reverse=True):
+        if len(value) >= 4:
+            message = message.replace(value, REDACTED)
+    return message
 
 
 def register_secrets(values: Iterable[Any]) -> None:
@@ -97,8 +126,8 @@ def register_secrets(values: Iterable[Any]) -> None:
 
 def redact_text(text: str) -> str:
     text = _registry.redact(text)
-    text = _AUTHORIZATION.sub(lambda m: m.group(1) + MASK, text)
-    return _BY_NAME.sub(lambda m: m.group("name") + MASK, text)
+    text = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, text)
+    return _BY_NAME.sub(lambda m: m.group("name") + REDACTED, text)
 
 
 def _redacted_value(value: Any) -> Any:

@@ -4,19 +4,45 @@
   (an ``httpx.MockTransport`` handler), a local server that never answers, or a closed port;
 * :mod:`relaykit.testing.contract`: :class:`VerifierContractTests`, the checks every
   provider's verifier must pass;
-* :mod:`relaykit.testing.provider_contract`: :class:`ProviderContractTests`, those and
-  everything else relaykit requires of a provider package, loaded through its entry point.
-  Subclass it in the package's tests (``relaykit new-provider`` writes one).
+* :mod:`relaykit.testing.operation_contract`: :class:`OperationContractTests`, the checks
+  every operation handler must pass, one class per concern (refusals, throttling, transport,
+  success bodies, secrets);
+* :mod:`relaykit.testing.provider_contract`: :class:`ProviderContractTests`, both of those
+  and everything else relaykit requires of a provider package, loaded through its entry
+  point. Subclass it in the package's tests (``relaykit new-provider`` writes one).
 """
 
 from relaykit.testing.contract import VerifierContractTests
-from relaykit.testing.http import closed_port_url, run_handler, run_verification, silent_server
+from relaykit.testing.http import (
+    basic_auth,
+    closed_port_url,
+    recording,
+    run_handler,
+    run_verification,
+    silent_server,
+)
+from relaykit.testing.operation_contract import (
+    OperationContractTests,
+    OperationRefusalTests,
+    OperationSecretTests,
+    OperationSuccessTests,
+    OperationThrottlingTests,
+    OperationTransportTests,
+)
 from relaykit.testing.provider_contract import ProviderContractTests
 
 __all__ = [
+    "OperationContractTests",
+    "OperationRefusalTests",
+    "OperationSecretTests",
+    "OperationSuccessTests",
+    "OperationThrottlingTests",
+    "OperationTransportTests",
     "ProviderContractTests",
     "VerifierContractTests",
+    "basic_auth",
     "closed_port_url",
+    "recording",
     "run_handler",
     "run_verification",
     "silent_server",

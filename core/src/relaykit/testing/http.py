@@ -7,6 +7,7 @@ is replaced, by an ``httpx.MockTransport`` handler or by a real local socket.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import threading
@@ -17,16 +18,32 @@ import httpx
 
 from relaykit.capabilities import STANDARD_CONTRACTS, decode_input
 from relaykit.operations import OperationContext, OperationResult, run_operation
+from relaykit.provider_http import ProviderContext, api_base_env_var, make_provider_client
 from relaykit.providers import Credentials, Provider
-from relaykit.verification import (
-    ProviderContext,
-    VerificationResult,
-    api_base_env_var,
-    make_provider_client,
-    run_verifier,
-)
+from relaykit.verification import VerificationResult, run_verifier
 
 Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def recording(respond: Handler) -> tuple[Handler, list[httpx.Request]]:
+    """``respond`` as a handler that keeps every request it answers, and the list it keeps
+    them in."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        response = respond(request)
+        assert isinstance(response, httpx.Response), f"the fake answered {response!r}"
+        return response
+
+    return handler, seen
+
+
+def basic_auth(request: httpx.Request) -> str:
+    """The ``user:password`` of the request's HTTP Basic ``Authorization`` header."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    assert scheme == "Basic", f"the request has no Basic auth: {scheme!r}"
+    return base64.b64decode(encoded).decode()
 
 
 def run_verification(

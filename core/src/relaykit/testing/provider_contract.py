@@ -3,7 +3,8 @@
 Subclass it in the package's tests and fill in the class attributes; every check below then
 runs against the provider as it is installed (through its entry point, as relaykit loads
 it). Each failure says what to fix. It includes every check of
-:class:`~relaykit.testing.contract.VerifierContractTests`.
+:class:`~relaykit.testing.contract.VerifierContractTests` and of
+:class:`~relaykit.testing.operation_contract.OperationContractTests`.
 
 Example:
     .. code-block:: python
@@ -22,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import logging
 import re
@@ -32,33 +32,23 @@ import anyio
 import httpx
 import pytest
 
-from relaykit.capabilities import STANDARD_CONTRACTS
 from relaykit.hookspecs import ENTRY_POINT_GROUP
-from relaykit.operations import OperationOutcome
 from relaykit.plugins import make_plugin_manager
+from relaykit.provider_http import ProviderContext, make_provider_client
 from relaykit.providers import SLUG_PATTERN, Provider
 from relaykit.testing.contract import VerifierContractTests
 from relaykit.testing.http import run_handler
-from relaykit.verification import ProviderContext, make_provider_client
+from relaykit.testing.operation_contract import OperationContractTests
 
 #: Credential field names that hold secrets; such a field must be ``sensitive=True``.
 SECRET_LOOKING = re.compile(r"(token|secret|password|passwd|private|api_?key|auth_?key)", re.I)
 
 
-class ProviderContractTests(VerifierContractTests):
+class ProviderContractTests(VerifierContractTests, OperationContractTests):
     #: the name of the provider's entry point in the ``relaykit`` group
     entry_point: ClassVar[str]
     #: the provider's name, if it differs from the entry point's
     provider_name: ClassVar[str | None] = None
-    #: capability -> a valid input for it (JSON, as a client would send it)
-    operation_inputs: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def operation_response(self, capability: str, request: httpx.Request) -> httpx.Response:
-        """The provider's documented success answer to ``capability``'s request."""
-        raise NotImplementedError
-
-    def _answer(self, capability: str, request: httpx.Request) -> httpx.Response:
-        return self.operation_response(capability, request)
 
     # -- loading, as relaykit loads it -----------------------------------------------------------
 
@@ -139,40 +129,6 @@ class ProviderContractTests(VerifierContractTests):
             if not self.credentials.get(name) and schema[name].required:
                 pytest.fail(f"Give credentials[{name!r}] a canary value.", pytrace=False)
 
-    def test_every_capability_has_a_handler_for_the_core_contract(self) -> None:
-        provider = self.provider
-        for capability in provider.capabilities:
-            contract = STANDARD_CONTRACTS.get(capability)
-            if contract is None:
-                continue  # a capability the plugin declares: its own tests cover it
-            if capability not in provider.operations:
-                pytest.fail(
-                    f"The capability {capability!r} has no handler: add it to "
-                    f"Provider(operations={{{capability!r}: your_async_handler}}).",
-                    pytrace=False,
-                )
-            payload = self.operation_inputs.get(capability)
-            if payload is None:
-                pytest.fail(
-                    f"Give operation_inputs[{capability!r}] a valid input for the test "
-                    f"(the fields of {contract.input.__name__}).",
-                    pytrace=False,
-                )
-            result = run_handler(
-                provider,
-                capability,
-                payload,
-                self.credentials,
-                handler=functools.partial(self._answer, capability),
-            )
-            if result.outcome is not OperationOutcome.SUCCEEDED:
-                pytest.fail(
-                    f"The {capability!r} handler did not succeed on the provider's success "
-                    f"answer: {result.outcome}: {result.message}. It must return "
-                    f"OperationResult.succeeded({contract.output.__name__}(...)).",
-                    pytrace=False,
-                )
-
     @pytest.mark.parametrize("status", [200, 401, 403, 429, 500, 503])
     def test_verifier_answers_without_raising(self, status: int) -> None:
         def respond(request: httpx.Request) -> httpx.Response:
@@ -202,11 +158,7 @@ class ProviderContractTests(VerifierContractTests):
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.DEBUG)
-        secrets = [
-            str(self.credentials[n])
-            for n in self.provider.sensitive_fields
-            if self.credentials.get(n)
-        ]
+        secrets = self.secret_values()
 
         def echo(request: httpx.Request) -> httpx.Response:
             return httpx.Response(

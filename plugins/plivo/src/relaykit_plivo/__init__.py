@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from relaykit import CredentialField, Provider, capabilities, hookimpl
+from relaykit import E164_PATTERN, CredentialField, Provider, capabilities, hookimpl
 from relaykit_plivo.operations import send_sms, send_whatsapp
 from relaykit_plivo.verifier import verify
 
 API_BASE = "https://api.plivo.com"
-
-#: A sender number in E.164. ``[0-9]`` rather than ``\d``: Python's ``\d`` also matches
-#: non-ASCII digits (Arabic-Indic U+0660-U+0669 and others), which no carrier takes.
-E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 
 PROVIDER = Provider(
     name="plivo",

@@ -14,38 +14,20 @@ retries one.
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
-
-from relaykit import Credentials
-from relaykit.capabilities import MessageResult, SendMessageInput
-from relaykit.operations import (
+from relaykit import (
+    Credentials,
+    MessageResult,
     OperationContext,
     OperationOutcome,
     OperationResult,
+    SendMessageInput,
     classify_operation_response,
+    json_body,
 )
-from relaykit.verification import json_body, redact
 from relaykit_plivo.verifier import account_path, plivo_error_message
 
 #: What Plivo's 202 says of the message: queued for delivery ("message(s) queued").
 QUEUED = "queued"
-
-
-def message_path(auth_id: str) -> str | None:
-    """The path of the account's Message resource, or ``None`` if it cannot have one.
-
-    Args:
-        auth_id: the Auth ID as the tenant entered it.
-
-    Returns:
-        ``/v1/Account/{auth_id}/Message/``, the Auth ID quoted as
-        :func:`relaykit_plivo.verifier.account_path` quotes it (and ``None`` for the dot
-        segments it refuses).
-    """
-    account = account_path(auth_id)
-    return None if account is None else f"{account}Message/"
 
 
 async def send_sms(
@@ -91,18 +73,21 @@ async def _send_message(
     auth_id = str(credentials["auth_id"])
     auth_token = str(credentials["auth_token"])
     sender = payload.from_ or str(credentials["from_number"])
-    path = message_path(auth_id)
-    if path is None:
+    account = account_path(auth_id)
+    if account is None:
         # Credentials no request can carry: the integration is unusable, not the message.
         return OperationResult.failed(
             OperationOutcome.AUTH_FAILED, "The Plivo auth_id is not a valid Auth ID"
         )
     response = await ctx.http.post(
-        path,
+        f"{account}Message/",
         auth=(auth_id, auth_token),
         json={"src": sender, "dst": payload.to, "text": payload.body, "type": message_type},
     )
-    classified = _classify(response, auth_token)
+    # Plivo's errors carry no code.
+    classified = classify_operation_response(
+        response, error_message=plivo_error_message, secrets=(auth_token,)
+    )
     if classified is not None:
         return classified
     body = json_body(response)
@@ -122,13 +107,3 @@ async def _send_message(
         ),
         status_code=response.status_code,
     )
-
-
-def _classify(response: httpx.Response, auth_token: str) -> OperationResult | None:
-    # run_operation redacts the secrets it is given too; this keeps the token out of the
-    # message even for a caller that passes none. Plivo's errors carry no code.
-    def error_message(body: Any) -> str | None:
-        message = plivo_error_message(body)
-        return None if message is None else redact(message, [auth_token])
-
-    return classify_operation_response(response, error_message=error_message)

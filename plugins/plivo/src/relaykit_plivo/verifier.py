@@ -12,7 +12,6 @@ holds the tenant's address and balance, so no part of it is copied into a messag
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from relaykit import (
     Credentials,
@@ -20,36 +19,24 @@ from relaykit import (
     VerificationResult,
     classify_response,
     json_body,
+    path_segment,
 )
 
 
 def account_path(auth_id: str) -> str | None:
-    """The path of the account resource for ``auth_id``, or ``None`` if it cannot have one.
-
-    Args:
-        auth_id: the Auth ID as the tenant entered it.
-
-    Returns:
-        ``/v1/Account/{auth_id}/`` with the Auth ID percent-quoted, so that a ``/``, ``?``
-        or ``#`` stays inside its path segment. ``None`` for ``""``, ``.`` and ``..``: as
-        a whole segment those are dot segments that URL normalisation removes (the request
-        would go to ``/v1/`` instead), and no Plivo account has such an Auth ID.
-    """
-    if auth_id in ("", ".", ".."):
-        return None
-    return f"/v1/Account/{quote(auth_id, safe='')}/"
+    """``/v1/Account/{auth_id}/``, the account's resource (its messages are this path with
+    ``Message/``); ``None`` when :func:`relaykit.path_segment` refuses the Auth ID as a path
+    segment (``""``, ``.``, ``..``: no Plivo account has such an Auth ID)."""
+    segment = path_segment(auth_id)
+    return None if segment is None else f"/v1/Account/{segment}/"
 
 
 def plivo_error_message(body: Any) -> str | None:
-    """Plivo's own message in an error body.
+    """Plivo's own message in an error ``body`` (parsed JSON; ``None`` when not JSON): the
+    ``error`` string of Plivo's error object, else a ``message`` string, else ``None``.
 
-    Args:
-        body: the parsed JSON body, or ``None`` when the body was not JSON.
-
-    Returns:
-        The ``error`` string of Plivo's error object, else a ``message`` string, else
-        ``None`` (a non-string ``error``, such as a map of invalid parameters, is not a
-        message to show as it is).
+    A non-string ``error``, such as a map of invalid parameters, is not a message to show as
+    it is: the status line stands in for it.
     """
     if not isinstance(body, dict):
         return None
@@ -74,11 +61,14 @@ async def verify(credentials: Credentials, ctx: ProviderContext) -> Verification
         (429, 5xx, a 200 that is not the account object).
     """
     auth_id = str(credentials["auth_id"])
-    path = account_path(auth_id)
-    if path is None:
+    auth_token = str(credentials["auth_token"])
+    account = account_path(auth_id)
+    if account is None:
         return VerificationResult.rejected("The Plivo auth_id is not a valid Auth ID")
-    response = await ctx.http.get(path, auth=(auth_id, str(credentials["auth_token"])))
-    classified = classify_response(response, error_message=plivo_error_message)
+    response = await ctx.http.get(account, auth=(auth_id, auth_token))
+    classified = classify_response(
+        response, error_message=plivo_error_message, secrets=(auth_token,)
+    )
     if classified is not None:
         return classified
     body = json_body(response)

@@ -9,26 +9,24 @@ create is not a second payment. Bodies are read as Stripe documents them (the
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from relaykit import Credentials
-from relaykit.capabilities import (
+from relaykit import (
+    Credentials,
     InitiatePaymentInput,
+    OperationContext,
+    OperationOutcome,
+    OperationResult,
     PaymentResult,
     ProcessRefundInput,
     RefundResult,
     VerifyPaymentInput,
-)
-from relaykit.operations import (
-    OperationContext,
-    OperationOutcome,
-    OperationResult,
     classify_operation_response,
+    json_body,
+    path_segment,
 )
-from relaykit.verification import json_body
-from relaykit_stripe.verifier import stripe_error_message
+from relaykit_stripe.verifier import secret_values, stripe_error_message
 
 
 def stripe_error_code(body: Any) -> str | None:
@@ -46,9 +44,12 @@ def _headers(credentials: Credentials, ctx: OperationContext, *, write: bool) ->
     return headers
 
 
-def _classify(response: httpx.Response) -> OperationResult | None:
+def _classify(response: httpx.Response, credentials: Credentials) -> OperationResult | None:
     return classify_operation_response(
-        response, error_message=stripe_error_message, error_code=stripe_error_code
+        response,
+        error_message=stripe_error_message,
+        error_code=stripe_error_code,
+        secrets=secret_values(credentials),
     )
 
 
@@ -83,17 +84,22 @@ async def initiate_payment(
     response = await ctx.http.post(
         "/v1/payment_intents", data=form, headers=_headers(credentials, ctx, write=True)
     )
-    return _classify(response) or _payment(json_body(response), response.status_code)
+    return _classify(response, credentials) or _payment(json_body(response), response.status_code)
 
 
 async def verify_payment(
     payload: VerifyPaymentInput, credentials: Credentials, ctx: OperationContext
 ) -> OperationResult:
+    segment = path_segment(payload.payment_id)
+    if segment is None:
+        # "." or "..": no PaymentIntent has such an id, and as a path it would climb to /v1/.
+        return OperationResult.failed(
+            OperationOutcome.REJECTED, "The payment_id is not a Stripe PaymentIntent id"
+        )
     response = await ctx.http.get(
-        f"/v1/payment_intents/{quote(payload.payment_id, safe='')}",
-        headers=_headers(credentials, ctx, write=False),
+        f"/v1/payment_intents/{segment}", headers=_headers(credentials, ctx, write=False)
     )
-    return _classify(response) or _payment(json_body(response), response.status_code)
+    return _classify(response, credentials) or _payment(json_body(response), response.status_code)
 
 
 async def process_refund(
@@ -107,7 +113,7 @@ async def process_refund(
     response = await ctx.http.post(
         "/v1/refunds", data=form, headers=_headers(credentials, ctx, write=True)
     )
-    classified = _classify(response)
+    classified = _classify(response, credentials)
     if classified is not None:
         return classified
     body = json_body(response)

@@ -19,6 +19,11 @@ from relaykit import (
 )
 
 
+def secret_values(credentials: Credentials) -> tuple[Any, ...]:
+    """The credential values no message may carry: the secret key and the webhook secret."""
+    return (credentials.get("secret_key"), credentials.get("webhook_secret"))
+
+
 def stripe_error_message(body: Any) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = body["error"].get("message")
@@ -30,7 +35,9 @@ async def verify(credentials: Credentials, ctx: ProviderContext) -> Verification
     response = await ctx.http.get(
         "/v1/balance", headers={"Authorization": f"Bearer {credentials['secret_key']}"}
     )
-    classified = classify_response(response, error_message=stripe_error_message)
+    classified = classify_response(
+        response, error_message=stripe_error_message, secrets=secret_values(credentials)
+    )
     if classified is not None:
         return classified
     body = json_body(response)

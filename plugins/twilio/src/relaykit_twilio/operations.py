@@ -14,41 +14,20 @@ Twilio's Messages resource takes no idempotency key, so none is sent: a retry af
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import quote
-
-import httpx
-
-from relaykit import Credentials
-from relaykit.capabilities import MessageResult, SendMessageInput
-from relaykit.operations import (
+from relaykit import (
+    Credentials,
+    MessageResult,
     OperationContext,
     OperationOutcome,
     OperationResult,
+    SendMessageInput,
     classify_operation_response,
+    json_body,
 )
-from relaykit.verification import json_body, redact
-from relaykit_twilio.verifier import twilio_error_code, twilio_error_message
+from relaykit_twilio.verifier import account_path, twilio_error_code, twilio_error_message
 
 #: Twilio's channel prefix for WhatsApp addresses (``whatsapp:+15552229999``).
 WHATSAPP_PREFIX = "whatsapp:"
-
-
-def messages_path(account_sid: str) -> str | None:
-    """The path of the account's Messages list, or ``None`` if no account can have it.
-
-    Args:
-        account_sid: the SID as the tenant entered it.
-
-    Returns:
-        ``/2010-04-01/Accounts/{sid}/Messages.json`` with the SID percent-quoted, so that a
-        ``/``, ``?`` or ``#`` stays inside its path segment. ``None`` for ``""``, ``.`` and
-        ``..``: as a whole segment those are removed by URL normalisation (``..`` would post
-        to ``/2010-04-01/Messages.json``), and no Twilio account has such a SID.
-    """
-    if account_sid in ("", ".", ".."):
-        return None
-    return f"/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
 
 
 async def send_sms(
@@ -91,18 +70,23 @@ async def _create_message(
     account_sid = str(credentials["account_sid"])
     auth_token = str(credentials["auth_token"])
     sender = payload.from_ or str(credentials["from_number"])
-    path = messages_path(account_sid)
-    if path is None:
+    account = account_path(account_sid)
+    if account is None:
         # Credentials no request can carry: the integration is unusable, not the message.
         return OperationResult.failed(
             OperationOutcome.AUTH_FAILED, "The Twilio account_sid is not a valid account SID"
         )
     response = await ctx.http.post(
-        path,
+        f"{account}/Messages.json",
         auth=(account_sid, auth_token),
         data={"To": channel + payload.to, "From": channel + sender, "Body": payload.body},
     )
-    classified = _classify(response, auth_token)
+    classified = classify_operation_response(
+        response,
+        error_message=twilio_error_message,
+        error_code=twilio_error_code,
+        secrets=(auth_token,),
+    )
     if classified is not None:
         return classified
     body = json_body(response)
@@ -129,16 +113,4 @@ async def _create_message(
             from_=sender,
         ),
         status_code=response.status_code,
-    )
-
-
-def _classify(response: httpx.Response, auth_token: str) -> OperationResult | None:
-    # run_operation redacts the secrets it is given too; this keeps the token out of the
-    # message even for a caller that passes none.
-    def error_message(body: Any) -> str | None:
-        message = twilio_error_message(body)
-        return None if message is None else redact(message, [auth_token])
-
-    return classify_operation_response(
-        response, error_message=error_message, error_code=twilio_error_code
     )

@@ -15,7 +15,6 @@ A 200 must be an account (``api.v2010.account``: a ``sid`` and a ``status`` of
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from relaykit import (
     Credentials,
@@ -23,24 +22,20 @@ from relaykit import (
     VerificationResult,
     classify_response,
     json_body,
+    path_segment,
 )
 
 #: ``account_enum_status`` values that will not come back by themselves: rejected, final.
 FINAL_ACCOUNT_STATUSES = ("suspended", "closed")
 
 
-def account_path(account_sid: str) -> str:
-    """The path of the account resource for ``account_sid``.
-
-    Args:
-        account_sid: the SID as the tenant entered it.
-
-    Returns:
-        ``/2010-04-01/Accounts/{sid}.json`` with the SID percent-quoted, so that a ``/``,
-        ``?`` or ``#`` in a mistyped SID stays inside its path segment instead of reaching
-        another resource. The ``.json`` suffix keeps even ``..`` from being a dot segment.
-    """
-    return f"/2010-04-01/Accounts/{quote(account_sid, safe='')}.json"
+def account_path(account_sid: str) -> str | None:
+    """``/2010-04-01/Accounts/{sid}``, under which Twilio keeps the account's resources (the
+    account is this path with ``.json``, its messages with ``/Messages.json``); ``None``
+    when :func:`relaykit.path_segment` refuses the SID as a path segment (``""``, ``.``,
+    ``..``: no Twilio account has such a SID)."""
+    segment = path_segment(account_sid)
+    return None if segment is None else f"/2010-04-01/Accounts/{segment}"
 
 
 def twilio_error_code(body: Any) -> str | None:
@@ -91,15 +86,19 @@ async def verify(credentials: Credentials, ctx: ProviderContext) -> Verification
         ctx: the provider context; ``ctx.http`` is bound to Twilio's API base.
 
     Returns:
-        accepted for an ``active`` account; rejected for 4xx answers and for a
-        ``suspended`` or ``closed`` account; transient for anything that says nothing
-        about the credentials (429, 5xx, a 200 that is not an account).
+        accepted for an ``active`` account; rejected for 4xx answers, for a ``suspended``
+        or ``closed`` account and for a SID no request can carry; transient for anything
+        that says nothing about the credentials (429, 5xx, a 200 that is not an account).
     """
     account_sid = str(credentials["account_sid"])
-    response = await ctx.http.get(
-        account_path(account_sid), auth=(account_sid, str(credentials["auth_token"]))
+    auth_token = str(credentials["auth_token"])
+    account = account_path(account_sid)
+    if account is None:
+        return VerificationResult.rejected("The Twilio account_sid is not a valid account SID")
+    response = await ctx.http.get(f"{account}.json", auth=(account_sid, auth_token))
+    classified = classify_response(
+        response, error_message=twilio_error_message, secrets=(auth_token,)
     )
-    classified = classify_response(response, error_message=twilio_error_message)
     if classified is not None:
         return classified
     body = json_body(response)
