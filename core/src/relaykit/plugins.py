@@ -5,11 +5,7 @@ import (simonw/llm#1280 is that bug in the wild). Here each entry point is loade
 ``try``; a failure is logged, recorded as a :class:`PluginLoadError` naming the distribution,
 and loading goes on. ``relaykit providers --check`` shows what was recorded.
 
-Environment switches:
-
-* ``RELAYKIT_DISABLED_PLUGINS``: comma-separated entry-point or distribution names not to load;
-* ``RELAYKIT_STRICT_PLUGINS=1``: re-raise the first load error instead of skipping;
-* ``RELAYKIT_TRACE_HOOKS=1``: log every hook call at debug level.
+The plugin switches (disable, strict, trace) are settings: see docs/settings.md.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ import msgspec
 import pluggy
 
 from relaykit import hookspecs
+from relaykit.settings import read_setting
 
 if TYPE_CHECKING:
     import click
@@ -32,8 +29,6 @@ if TYPE_CHECKING:
     from relaykit.catalog import Catalog
 
 logger = logging.getLogger("relaykit.plugins")
-
-_TRUE = {"1", "true", "yes", "on"}
 
 
 class PluginLoadError(msgspec.Struct, frozen=True):
@@ -145,19 +140,19 @@ def make_plugin_manager(
     Args:
         load_entrypoints: load the installed ``relaykit`` entry points.
         plugins: extra ``(name, plugin)`` pairs to register in-process.
-        environ: where to read the ``RELAYKIT_*`` switches (default ``os.environ``).
+        environ: where to read the plugin settings (default ``os.environ``).
     """
     env = os.environ if environ is None else environ
     pm = RelaykitPluginManager()
-    if env.get("RELAYKIT_TRACE_HOOKS", "").lower() in _TRUE:
+    if read_setting("RELAYKIT_TRACE_HOOKS", env):
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()
     for name, plugin in plugins:
         pm.register_plugin(plugin, name)
     if load_entrypoints:
         pm.load_entrypoints(
-            disabled=env.get("RELAYKIT_DISABLED_PLUGINS", "").split(","),
-            strict=env.get("RELAYKIT_STRICT_PLUGINS", "").lower() in _TRUE,
+            disabled=read_setting("RELAYKIT_DISABLED_PLUGINS", env),
+            strict=read_setting("RELAYKIT_STRICT_PLUGINS", env),
         )
     return pm
 

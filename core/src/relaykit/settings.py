@@ -1,36 +1,19 @@
 """Settings, read from ``RELAYKIT_*`` environment variables.
 
-=============================  ==========================================  ===================
-variable                       meaning                                     default
-=============================  ==========================================  ===================
-``RELAYKIT_HOME``              data folder (SQLite file, keyring)          ``./.relaykit``
-``RELAYKIT_DATABASE_URL``      SQLAlchemy URL of the database              SQLite in the home
-``RELAYKIT_LOG_LEVEL``         log level of the ``relaykit`` loggers       ``INFO``
-``RELAYKIT_MAX_BODY_BYTES``    largest request body the API reads          ``1048576``
-``RELAYKIT_<NAME>_API_BASE``   a provider API's base URL (tests, staging)  the provider's own
-``RELAYKIT_EMBEDDED_WORKER``   run the verification worker inside serve    ``1``
-``RELAYKIT_WORKER_CONCURRENCY``  checks in flight per worker process       ``16``
-``RELAYKIT_VERIFY_TIMEOUT``    seconds a provider call may take            ``10``
-``RELAYKIT_VERIFY_LEASE``      seconds a claimed check is held             ``60``
-``RELAYKIT_VERIFY_MAX_ATTEMPTS``  transient failures before ``error``      ``8``
-``RELAYKIT_VERIFY_BACKOFF_BASE``  first retry delay cap, seconds           ``2``
-``RELAYKIT_VERIFY_BACKOFF_MAX``   largest retry delay cap, seconds         ``300``
-``RELAYKIT_WORKER_POLL``       seconds between polls when nothing wakes it ``1``
-``RELAYKIT_OPERATION_TIMEOUT``  seconds one try of an operation may take   ``15``
-``RELAYKIT_KEY_PROVIDER``      the key provider that wraps new data keys   ``local``
-``RELAYKIT_READ_CACHE``        reuse hot reads until the next commit       ``1``
-                               (SQLite only; docs/performance.md)
-=============================  ==========================================  ===================
-
-The lease must be longer than the provider timeout (checked at start), so a check still
-running cannot lose its lease to another worker.
+:data:`SETTINGS` is the one list of every variable relaykit reads: its name, type, default and
+meaning. :meth:`Settings.from_env` parses from it, :func:`read_setting` reads one variable with
+the same rules (the plugin manager and :mod:`relaykit.testing` use it), and docs/settings.md is
+generated from it (``python -m relaykit.settings > docs/settings.md``); a test checks that the
+file is current and that every ``RELAYKIT_*`` name used in the repository is declared here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 
@@ -38,23 +21,268 @@ from relaykit.errors import ConfigurationError
 
 SQLITE_FILE_NAME = "relaykit.sqlite3"
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+Group = Literal["general", "worker", "plugins", "tests"]
+
+#: headings of docs/settings.md, in order
+GROUP_TITLES: dict[str, str] = {
+    "general": "General",
+    "worker": "Verification worker",
+    "plugins": "Plugins",
+    "tests": "Tests only (read by `relaykit.testing`, not part of `Settings`)",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Setting:
+    """One ``RELAYKIT_*`` variable.
+
+    ``kind`` is how the text is parsed: ``str``, ``Path`` (``~`` expanded, made absolute),
+    ``bool`` (:data:`TRUE_WORDS` / :data:`FALSE_WORDS`), ``int`` and ``float`` (both must be
+    positive) or ``tuple`` (comma-separated names). Unset, empty or blank means ``default``.
+    A ``<NAME>`` in ``name`` makes it a pattern (any text in its place). ``field`` is the
+    :class:`Settings` attribute it fills: by default the name without ``RELAYKIT_``, lowercased;
+    ``None`` for the ``tests`` group.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    group: Group = "general"
+    #: the default as the docs show it, when ``default`` alone does not say it
+    doc_default: str | None = None
+    #: upper-case the value (log levels)
+    upper: bool = False
+    field: str | None = ""
+
+    def __post_init__(self) -> None:
+        if self.field == "":
+            derived = None if self.group == "tests" else self.name.removeprefix("RELAYKIT_").lower()
+            object.__setattr__(self, "field", derived)
+
+    @property
+    def is_pattern(self) -> bool:
+        return "<NAME>" in self.name
+
+    def matches(self, name: str) -> bool:
+        """Whether the variable ``name`` is this setting (for a pattern, one of its names)."""
+        if not self.is_pattern:
+            return name == self.name
+        prefix, suffix = self.name.split("<NAME>")
+        return name.startswith(prefix) and name.endswith(suffix)
+
+    def parse(self, environ: Mapping[str, str]) -> Any:
+        """This setting's value in ``environ``: the default when unset or blank."""
+        raw = environ.get(self.name)
+        if raw is None or raw.strip() == "":
+            value = self.default
+            return _absolute(value) if isinstance(value, Path) else value
+        text = raw.strip()
+        if self.kind is bool:
+            return _flag(self.name, text)
+        if self.kind is int:
+            return _positive_int(self.name, raw)
+        if self.kind is float:
+            return _positive_float(self.name, raw)
+        if self.kind is tuple:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        if self.kind is Path:
+            return _absolute(Path(text))
+        return text.upper() if self.upper else text
+
+
+#: Every ``RELAYKIT_*`` setting. Add one here, then regenerate docs/settings.md.
+SETTINGS: tuple[Setting, ...] = (
+    # general ---------------------------------------------------------------------------------
+    Setting(
+        name="RELAYKIT_HOME",
+        kind=Path,
+        default=Path(".relaykit"),
+        doc_default="`./.relaykit`",
+        help="Data folder: the SQLite file and the local keyring (`keyring.json`).",
+    ),
+    Setting(
+        name="RELAYKIT_DATABASE_URL",
+        kind=str,
+        default=None,
+        doc_default=f"SQLite file `{SQLITE_FILE_NAME}` in `RELAYKIT_HOME`",
+        help="SQLAlchemy URL of the database (SQLite or PostgreSQL).",
+    ),
+    Setting(
+        name="RELAYKIT_LOG_LEVEL",
+        kind=str,
+        default="INFO",
+        upper=True,
+        help="Log level of the `relaykit` loggers (any case).",
+    ),
+    Setting(
+        name="RELAYKIT_MAX_BODY_BYTES",
+        kind=int,
+        default=1024 * 1024,
+        doc_default="`1048576` (1 MiB)",
+        help="Largest request body the API reads; a larger one is a 413.",
+    ),
+    Setting(
+        name="RELAYKIT_OPERATION_TIMEOUT",
+        kind=float,
+        default=15.0,
+        help="Seconds one try of an operation (e.g. sending an SMS) may take.",
+    ),
+    Setting(
+        name="RELAYKIT_KEY_PROVIDER",
+        kind=str,
+        default="local",
+        help="The key provider that wraps new data keys (`local`: the keyring in the home); "
+        "every installed one still unwraps.",
+    ),
+    Setting(
+        name="RELAYKIT_READ_CACHE",
+        kind=bool,
+        default=True,
+        help="Answer repeated reads from memory until the next commit (SQLite only; "
+        "see docs/performance.md).",
+    ),
+    Setting(
+        name="RELAYKIT_<NAME>_API_BASE",
+        kind=str,
+        default=None,
+        field="api_bases",
+        doc_default="the provider's own",
+        help="Base URL of provider `<NAME>`'s API (tests, staging), e.g. "
+        "`RELAYKIT_STRIPE_API_BASE=http://127.0.0.1:9000`.",
+    ),
+    # worker ----------------------------------------------------------------------------------
+    Setting(
+        name="RELAYKIT_EMBEDDED_WORKER",
+        kind=bool,
+        default=True,
+        group="worker",
+        help="Run the verification worker inside `relaykit serve`.",
+    ),
+    Setting(
+        name="RELAYKIT_WORKER_CONCURRENCY",
+        kind=int,
+        default=16,
+        group="worker",
+        help="Checks in flight per worker process.",
+    ),
+    Setting(
+        name="RELAYKIT_VERIFY_TIMEOUT",
+        kind=float,
+        default=10.0,
+        group="worker",
+        help="Seconds a provider's verification call may take.",
+    ),
+    Setting(
+        name="RELAYKIT_VERIFY_LEASE",
+        kind=float,
+        default=60.0,
+        group="worker",
+        help="Seconds a claimed check is held; must be longer than `RELAYKIT_VERIFY_TIMEOUT` "
+        "(checked at start), so a check still running cannot lose its lease to another worker.",
+    ),
+    Setting(
+        name="RELAYKIT_VERIFY_MAX_ATTEMPTS",
+        kind=int,
+        default=8,
+        group="worker",
+        help="Transient failures before an integration goes to `error`.",
+    ),
+    Setting(
+        name="RELAYKIT_VERIFY_BACKOFF_BASE",
+        kind=float,
+        default=2.0,
+        group="worker",
+        help="Cap of the first retry delay, in seconds.",
+    ),
+    Setting(
+        name="RELAYKIT_VERIFY_BACKOFF_MAX",
+        kind=float,
+        default=300.0,
+        group="worker",
+        help="Cap of the largest retry delay, in seconds.",
+    ),
+    Setting(
+        name="RELAYKIT_WORKER_POLL",
+        kind=float,
+        default=1.0,
+        group="worker",
+        help="Seconds between polls when nothing wakes the worker.",
+    ),
+    # plugins ---------------------------------------------------------------------------------
+    Setting(
+        name="RELAYKIT_DISABLED_PLUGINS",
+        kind=tuple,
+        default=(),
+        group="plugins",
+        help="Entry-point or distribution names not to load.",
+    ),
+    Setting(
+        name="RELAYKIT_STRICT_PLUGINS",
+        kind=bool,
+        default=False,
+        group="plugins",
+        help="Re-raise the first plugin load error instead of skipping the plugin.",
+    ),
+    Setting(
+        name="RELAYKIT_TRACE_HOOKS",
+        kind=bool,
+        default=False,
+        group="plugins",
+        help="Log every hook call at debug level (logger `relaykit.plugins`).",
+    ),
+    # tests -----------------------------------------------------------------------------------
+    Setting(
+        name="RELAYKIT_TEST_DATABASE_URL",
+        kind=str,
+        default=None,
+        group="tests",
+        doc_default="SQLite in each test's temporary folder",
+        help="An administrative PostgreSQL URL (`scripts/postgres` prints one): each test gets "
+        "a fresh database on that server, dropped after it.",
+    ),
+)
+
+_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+_DEFAULT: dict[str, Any] = {s.field: s.default for s in SETTINGS if s.field}
+
+
+def find_setting(name: str) -> Setting | None:
+    """The declared setting that the variable ``name`` is, or ``None``."""
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    return next((s for s in SETTINGS if s.is_pattern and s.matches(name)), None)
+
+
+def read_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One declared setting's value from ``environ`` (default ``os.environ``)."""
+    return _BY_NAME[name].parse(os.environ if environ is None else environ)
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """The parsed settings (defaults from :data:`SETTINGS`)."""
+
     home: Path
     database_url: str
-    log_level: str = "INFO"
-    max_body_bytes: int = 1024 * 1024
-    embedded_worker: bool = True
-    worker_concurrency: int = 16
-    verify_timeout: float = 10.0
-    verify_lease: float = 60.0
-    verify_max_attempts: int = 8
-    verify_backoff_base: float = 2.0
-    verify_backoff_max: float = 300.0
-    worker_poll: float = 1.0
-    operation_timeout: float = 15.0
-    key_provider: str = "local"
-    read_cache: bool = True
+    log_level: str = _DEFAULT["log_level"]
+    max_body_bytes: int = _DEFAULT["max_body_bytes"]
+    embedded_worker: bool = _DEFAULT["embedded_worker"]
+    worker_concurrency: int = _DEFAULT["worker_concurrency"]
+    verify_timeout: float = _DEFAULT["verify_timeout"]
+    verify_lease: float = _DEFAULT["verify_lease"]
+    verify_max_attempts: int = _DEFAULT["verify_max_attempts"]
+    verify_backoff_base: float = _DEFAULT["verify_backoff_base"]
+    verify_backoff_max: float = _DEFAULT["verify_backoff_max"]
+    worker_poll: float = _DEFAULT["worker_poll"]
+    operation_timeout: float = _DEFAULT["operation_timeout"]
+    key_provider: str = _DEFAULT["key_provider"]
+    read_cache: bool = _DEFAULT["read_cache"]
+    disabled_plugins: tuple[str, ...] = _DEFAULT["disabled_plugins"]
+    strict_plugins: bool = _DEFAULT["strict_plugins"]
+    trace_hooks: bool = _DEFAULT["trace_hooks"]
     #: the ``RELAYKIT_<NAME>_API_BASE`` variables (only these: the rest of the environment
     #: may hold secrets and has no business in a settings object that gets printed)
     api_bases: Mapping[str, str] = msgspec.field(default_factory=dict)
@@ -69,45 +297,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        home = Path(env.get("RELAYKIT_HOME") or ".relaykit").expanduser().absolute()
-        database_url = env.get("RELAYKIT_DATABASE_URL") or f"sqlite:///{home / SQLITE_FILE_NAME}"
-        return cls(
-            home=home,
-            database_url=database_url,
-            log_level=env.get("RELAYKIT_LOG_LEVEL", "INFO").upper(),
-            max_body_bytes=_positive_int(env, "RELAYKIT_MAX_BODY_BYTES", 1024 * 1024),
-            embedded_worker=_flag(env, "RELAYKIT_EMBEDDED_WORKER"),
-            worker_concurrency=_positive_int(env, "RELAYKIT_WORKER_CONCURRENCY", 16),
-            verify_timeout=_positive_float(env, "RELAYKIT_VERIFY_TIMEOUT", 10.0),
-            verify_lease=_positive_float(env, "RELAYKIT_VERIFY_LEASE", 60.0),
-            verify_max_attempts=_positive_int(env, "RELAYKIT_VERIFY_MAX_ATTEMPTS", 8),
-            verify_backoff_base=_positive_float(env, "RELAYKIT_VERIFY_BACKOFF_BASE", 2.0),
-            verify_backoff_max=_positive_float(env, "RELAYKIT_VERIFY_BACKOFF_MAX", 300.0),
-            worker_poll=_positive_float(env, "RELAYKIT_WORKER_POLL", 1.0),
-            operation_timeout=_positive_float(env, "RELAYKIT_OPERATION_TIMEOUT", 15.0),
-            key_provider=env.get("RELAYKIT_KEY_PROVIDER") or "local",
-            read_cache=_flag(env, "RELAYKIT_READ_CACHE"),
-            api_bases={
-                k: v
-                for k, v in env.items()
-                if k.startswith("RELAYKIT_") and k.endswith("_API_BASE")
-            },
-        )
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            if setting.field is None:
+                continue
+            if setting.is_pattern:
+                values[setting.field] = {k: v for k, v in env.items() if setting.matches(k)}
+            else:
+                values[setting.field] = setting.parse(env)
+        if values["database_url"] is None:
+            values["database_url"] = f"sqlite:///{values['home'] / SQLITE_FILE_NAME}"
+        return cls(**values)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    """On unless set to 0, false, no or off."""
-    return env.get(name, "1").strip().lower() not in {"0", "false", "no", "off"}
+# parsing ----------------------------------------------------------------------------------------
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _absolute(path: Path) -> Path:
+    return path.expanduser().absolute()
+
+
+def _flag(name: str, text: str) -> bool:
+    word = text.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigurationError(
+        f"{name} must be one of {', '.join(TRUE_WORDS)} (on) or {', '.join(FALSE_WORDS)} (off), "
+        f"got {text!r}"
+    )
+
+
+def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -117,10 +339,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _positive_float(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -128,3 +347,72 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ConfigurationError(f"{name} must be a positive number, got {raw}")
     return value
+
+
+# docs/settings.md -------------------------------------------------------------------------------
+
+_TYPE_WORDS: dict[type, str] = {
+    str: "text",
+    Path: "path",
+    bool: "flag",
+    int: "whole number > 0",
+    float: "number > 0",
+    tuple: "comma-separated names",
+}
+
+
+def _doc_default(setting: Setting) -> str:
+    if setting.doc_default is not None:
+        return setting.doc_default
+    value = setting.default
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value == ():
+        return "none"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def markdown_table(group: str | None = None) -> str:
+    """The settings of ``group`` (default: all) as a Markdown table."""
+    rows = [
+        "| variable | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for setting in SETTINGS:
+        if group is not None and setting.group != group:
+            continue
+        cells = (
+            f"`{setting.name}`",
+            _TYPE_WORDS[setting.kind],
+            _doc_default(setting),
+            setting.help,
+        )
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def markdown() -> str:
+    """The whole of docs/settings.md."""
+    parts = [
+        "# Settings\n",
+        "<!-- Generated from core/src/relaykit/settings.py by "
+        "`python -m relaykit.settings > docs/settings.md`; edit the table there, not here. -->\n",
+        "relaykit reads its settings from environment variables prefixed `RELAYKIT_`. "
+        "Unset, empty or blank means the default.\n",
+        f"- **flag**: on is {', '.join(f'`{w}`' for w in TRUE_WORDS)}, off is "
+        f"{', '.join(f'`{w}`' for w in FALSE_WORDS)} (any case, surrounding spaces ignored); "
+        "any other value is an error naming the variable and these words.\n"
+        "- **numbers** must be positive and finite; durations are in seconds.\n"
+        "- Only the `RELAYKIT_<NAME>_API_BASE` variables are kept from the rest of the "
+        "environment, so printing the settings shows no other variable.\n",
+    ]
+    for group, title in GROUP_TITLES.items():
+        parts.append(f"## {title}\n")
+        parts.append(markdown_table(group))
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
