@@ -21,8 +21,8 @@ import time
 
 import httpx
 
+from relaykit import tenants as tenant_store
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
 from relaykit.testing.standin import stand_in
 
@@ -44,8 +44,8 @@ def main() -> int:
         database = open_database(Settings.from_env(env))
         tokens = []
         for number in range(args.count):
-            database.write(tenant_store.create_tenant, f"t{number}")
-            tokens.append(database.write(tenant_store.create_token, f"t{number}")[1])
+            database.transaction_blocking(tenant_store.create_tenant, f"t{number}")
+            tokens.append(database.transaction_blocking(tenant_store.create_token, f"t{number}")[1])
         database.dispose()
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

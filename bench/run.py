@@ -23,18 +23,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from relaykit import tenants as tenant_store
 from relaykit.ids import new_id, utcnow
 from relaykit.integrations import IntegrationService
 from relaykit.keys import load_key_provider
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, seal_credentials
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
 from relaykit.storage.models import integrations
 from server import BenchProviders
@@ -76,19 +77,25 @@ def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, 
     catalog = pm.catalog()
     keys = load_key_provider(settings, pm)
     service = IntegrationService(database, catalog, keys)
-    tenant_id = database.write(tenant_store.create_tenant, "bench").id
-    token = database.write(tenant_store.create_token, "bench")[1]
-    live = [
-        service.create(
-            tenant_id,
-            {
-                "provider": f"bench{n:02d}",
-                "credentials": {"api_key": f"key-{n}-secret", "sender": "+15550100000"},
-                "enabled_capabilities": ["send_sms"],
-            },
-        ).id
-        for n in range(1, PROVIDERS + 1)
-    ]
+    tenant_id = database.transaction_blocking(tenant_store.create_tenant, "bench").id
+    token = database.transaction_blocking(tenant_store.create_token, "bench")[1]
+
+    async def create_live() -> list[str]:
+        return [
+            (
+                await service.create(
+                    tenant_id,
+                    {
+                        "provider": f"bench{n:02d}",
+                        "credentials": {"api_key": f"key-{n}-secret", "sender": "+15550100000"},
+                        "enabled_capabilities": ["send_sms"],
+                    },
+                )
+            ).id
+            for n in range(1, PROVIDERS + 1)
+        ]
+
+    live = anyio.run(create_live)
     now = utcnow()
     batch: list[dict[str, Any]] = []
     for number in range(deleted):
@@ -120,10 +127,10 @@ def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, 
             }
         )
         if len(batch) == 5000:
-            database.write(lambda conn, b=batch: conn.execute(integrations.insert(), b))
+            database.transaction_blocking(insert_rows, batch)
             batch = []
     if batch:
-        database.write(lambda conn, b=batch: conn.execute(integrations.insert(), b))
+        database.transaction_blocking(insert_rows, batch)
     tokens = []
     if create_tenants:
 
@@ -134,14 +141,18 @@ def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, 
                 made.append(tenant_store.create_token(conn, f"c{number}")[1])
             return made
 
-        tokens = database.write(make)
-    database.write(
+        tokens = database.transaction_blocking(make)
+    database.transaction_blocking(
         lambda conn: conn.execute(
             integrations.update().where(integrations.c.id.in_(live)).values(status="active")
         )
     )
     database.dispose()
     return {"token": token, "live": live, "tokens": tokens}
+
+
+def insert_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(integrations.insert(), rows)
 
 
 class Server:

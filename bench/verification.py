@@ -29,12 +29,12 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from relaykit import tenants as tenant_store
 from relaykit.cli import event_loop_options
 from relaykit.integrations import IntegrationService
+from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
 from relaykit.worker import VerificationWorker
 
@@ -78,8 +78,9 @@ def measure(args: argparse.Namespace, stripe_url: str) -> int:
         keyring = LocalKeyring.in_home(Path(folder))
         service = IntegrationService(database, catalog, keyring)
         for number in range(args.count):
-            tenant_id = database.write(tenant_store.create_tenant, f"t{number}").id
-            service.create(
+            tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"t{number}").id
+            anyio.run(
+                service.create,
                 tenant_id,
                 {
                     "provider": "stripe",

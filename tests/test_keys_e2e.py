@@ -7,13 +7,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import anyio
 import pytest
 
-from relaykit.keys import key_usage
+from relaykit import tenants as tenant_store
+from relaykit.keys import LocalKeyring, key_usage
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import LocalKeyring, SealContext, open_credentials
+from relaykit.sealing import SealContext, open_credentials
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
 from relaykit.storage.models import integrations
 
@@ -28,8 +29,10 @@ def test_rotate_and_rewrap_under_traffic(tmp_path: Path) -> None:
     database = open_database(settings)
     tokens = []
     for number in range(40):
-        database.write(tenant_store.create_tenant, f"tenant-{number}")
-        tokens.append(database.write(tenant_store.create_token, f"tenant-{number}")[1])
+        database.transaction_blocking(tenant_store.create_tenant, f"tenant-{number}")
+        tokens.append(
+            database.transaction_blocking(tenant_store.create_token, f"tenant-{number}")[1]
+        )
     server = start_server(env, tmp_path / "server.log")
     outcomes: Counter[int] = Counter()
     secrets: dict[str, str] = {}  # integration id -> its current secret_key
@@ -93,12 +96,12 @@ def test_rotate_and_rewrap_under_traffic(tmp_path: Path) -> None:
     assert set(outcomes) <= {200, 201}, outcomes  # 0 failed requests
     assert sum(outcomes.values()) > 100
     keyring.reload()
-    usage = key_usage(database)
+    usage = anyio.run(key_usage, database)
     assert usage[("local", old_key)] == 0, usage  # 0 rows left on the old key
     assert set(usage) == {("local", keyring.primary_key_id)}
     catalog = make_plugin_manager(environ={}).catalog()
     assert "stripe" in catalog
-    rows = database.read(lambda conn: conn.execute(integrations.select()).all())
+    rows = database.read_blocking(lambda conn: conn.execute(integrations.select()).all())
     assert len(rows) == 40
     for row in rows:  # every integration still opens, with its latest secret
         opened = open_credentials(

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from relaykit import tenants as tenant_store
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
 from relaykit.testing.standin import StandIn, stand_in
 
@@ -80,8 +80,10 @@ def make_tenants(env: dict[str, str], count: int) -> list[str]:
     database = open_database(Settings.from_env(env))
     tokens = []
     for number in range(count):
-        database.write(tenant_store.create_tenant, f"tenant-{number}")
-        tokens.append(database.write(tenant_store.create_token, f"tenant-{number}")[1])
+        database.transaction_blocking(tenant_store.create_tenant, f"tenant-{number}")
+        tokens.append(
+            database.transaction_blocking(tenant_store.create_token, f"tenant-{number}")[1]
+        )
     database.dispose()
     return tokens
 

@@ -3,26 +3,30 @@ real Stripe plugin, and a local stand-in of Stripe's API over real HTTP."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 
+from relaykit import tenants as tenant_store
 from relaykit.integrations import IntegrationService
+from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import open_database
 from relaykit.testing.standin import StandIn, stand_in
 
 from .conftest import Server, cli_env, run_cli, start_server, stop_server
 from .stripe_standin import StripeBehaviour
+
+T = TypeVar("T")
 
 FAST_RETRIES = {
     "RELAYKIT_VERIFY_TIMEOUT": "1",
@@ -150,6 +154,11 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     )
 
 
+def blocking(call: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """A service call from this (synchronous) test, on an event loop of its own."""
+    return lambda *args, **kwargs: anyio.run(functools.partial(call, *args, **kwargs))
+
+
 def seed(
     home: Path, env: dict[str, str], secrets: list[str]
 ) -> tuple[IntegrationService, list[tuple[str, str]]]:
@@ -161,8 +170,8 @@ def seed(
     service = IntegrationService(database, catalog, LocalKeyring.in_home(home))
     made = []
     for number, secret in enumerate(secrets):
-        tenant_id = database.write(tenant_store.create_tenant, f"tenant-{number}").id
-        made.append((tenant_id, service.create(tenant_id, stripe_body(secret)).id))
+        tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"tenant-{number}").id
+        made.append((tenant_id, blocking(service.create)(tenant_id, stripe_body(secret)).id))
     return service, made
 
 
@@ -188,10 +197,13 @@ def test_a_worker_killed_mid_check_is_taken_over_after_its_lease(
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
         killed_at = time.monotonic()
-        assert service.get(tenant_id, integration_id).status == "pending_verify"
+        assert blocking(service.get)(tenant_id, integration_id).status == "pending_verify"
         survivor = start_worker(env, log)
         try:
-            wait_for(lambda: service.get(tenant_id, integration_id).status == "active", timeout=30)
+            wait_for(
+                lambda: blocking(service.get)(tenant_id, integration_id).status == "active",
+                timeout=30,
+            )
             waited = time.monotonic() - killed_at
         finally:
             survivor.send_signal(signal.SIGTERM)
@@ -201,7 +213,7 @@ def test_a_worker_killed_mid_check_is_taken_over_after_its_lease(
             doomed.kill()
     assert stripe[1].seen[secret] == 2  # the killed check, and exactly one after the reclaim
     assert waited >= 1.0  # the survivor waited for the lease (4 s from the claim) to run out
-    view = service.get(tenant_id, integration_id)
+    view = blocking(service.get)(tenant_id, integration_id)
     assert view.metadata["verification"]["attempts"] == 2
     assert log.read_text().count(f"integration {integration_id} verification accepted") == 1
 
@@ -228,7 +240,7 @@ def test_three_workers_verify_three_hundred_integrations_exactly_once(
 
     def pending() -> int:
         return sum(
-            service.list(tenant_id, status="pending_verify", per_page=1).total
+            blocking(service.list)(tenant_id, status="pending_verify", per_page=1).total
             for tenant_id, _ in made
         )
 
@@ -239,7 +251,7 @@ def test_three_workers_verify_three_hundred_integrations_exactly_once(
             worker.send_signal(signal.SIGTERM)
         codes = [worker.wait(timeout=30) for worker in workers]
     assert codes == [0, 0, 0]
-    assert all(service.get(t, i).status == "active" for t, i in made)
+    assert all(blocking(service.get)(t, i).status == "active" for t, i in made)
     assert all(stripe[1].seen[s] == 1 for s in secrets), "a key was checked more than once"
     assert sum(stripe[1].seen.values()) == 300
     text = log.read_text()

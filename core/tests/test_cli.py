@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import click
 from click.testing import CliRunner
 
 from relaykit import hookimpl
+from relaykit import tenants as store
 from relaykit.cli import CliState, build_cli
 from relaykit.plugins import make_plugin_manager
 from relaykit.settings import Settings
-from relaykit.storage import tenants as store
 from relaykit.storage.database import open_database
 
 from .providers_for_tests import OneProvider, Raising, make_provider
@@ -34,7 +35,7 @@ def test_tenant_and_token_lifecycle(settings: Settings) -> None:
     assert made.exit_code == 0
     token = made.stdout.strip().splitlines()[-1]  # the contract: the token is the last line
     database = open_database(settings)
-    assert store.authenticate(database, token) == tenant_id
+    assert anyio.run(store.authenticate, database, token) == tenant_id
 
     listed = run(settings, ["tokens", "list", "--tenant", "acme"])
     assert "active" in listed.stdout and "ops" in listed.stdout
@@ -42,7 +43,7 @@ def test_tenant_and_token_lifecycle(settings: Settings) -> None:
     token_id = token.split("_")[1]
     revoked = run(settings, ["tokens", "revoke", token_id])
     assert revoked.exit_code == 0 and token_id in revoked.stdout
-    assert store.authenticate(database, token) is None
+    assert anyio.run(store.authenticate, database, token) is None
     assert "revoked" in run(settings, ["tokens", "list", "--tenant", "acme"]).stdout
     assert "acme" in run(settings, ["tenants", "list"]).stdout
     database.dispose()

@@ -1,4 +1,5 @@
-"""The database handle's fast paths: plain-SQL reads, the read cache, inline writes.
+"""The database handle: where units of work run, plain-SQL reads, the read cache, inline
+writes.
 
 Each test runs on SQLite and, in the postgres tox env, on PostgreSQL; what only SQLite has
 (the cache, inline writes) is asserted to be off elsewhere.
@@ -7,59 +8,173 @@ Each test runs on SQLite and, in the postgres tox env, on PostgreSQL; what only 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
-from relaykit.sealing import LocalKeyring, runs_in_process
+from relaykit import tenants as store
+from relaykit.keys import LocalKeyring
+from relaykit.sealing import runs_in_process
 from relaykit.settings import Settings
-from relaykit.storage import tenants as store
-from relaykit.storage.database import Database, WriteWouldWait, json_value, open_database
+from relaykit.storage.database import Database, json_value, open_database
+from relaykit.storage.inline import WriteWouldWait
+
+pytestmark = pytest.mark.anyio
 
 
-def test_fetch_runs_plain_sql_on_either_database(database: Database) -> None:
-    tenant = database.write(store.create_tenant, "acme")
-    rows = database.fetch("SELECT id, name FROM tenants WHERE name = ?", ("acme",))
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_fetch_runs_plain_sql_on_either_database(database: Database) -> None:
+    tenant = database.transaction_blocking(store.create_tenant, "acme")
+    rows = await database.fetch("SELECT id, name FROM tenants WHERE name = ?", ("acme",))
     assert [tuple(row) for row in rows] == [(tenant.id, "acme")]
-    counted, names = database.fetch_together(
+    counted, names = await database.fetch_together(
         [("SELECT count(*) FROM tenants", ()), ("SELECT name FROM tenants ORDER BY name", ())]
     )
     assert counted[0][0] == 1 and [row[0] for row in names] == ["acme"]
     assert json_value('{"a": [1]}') == {"a": [1]} and json_value({"a": 1}) == {"a": 1}
 
 
-def test_cached_reads_end_at_a_commit_from_another_connection(settings: Settings) -> None:
+async def test_reads_and_transactions_run_where_the_database_says(database: Database) -> None:
+    """On SQLite a read, and a write whose lock is free, run on the calling (event-loop)
+    thread; on PostgreSQL both run in a worker thread. The caller cannot tell them apart."""
+    loop_thread = threading.get_ident()
+
+    def where(conn: sa.Connection) -> int:
+        return threading.get_ident()
+
+    sqlite = database.dialect == "sqlite"
+    assert (await database.read(where) == loop_thread) is sqlite
+    assert (await database.transaction(where) == loop_thread) is sqlite
+
+
+async def test_a_transaction_runs_once_even_when_the_lock_is_taken(database: Database) -> None:
+    """Another process holds SQLite's write lock: the transaction does not run on the loop,
+    it waits in a thread and runs once, when the lock is free."""
+    if database.dialect != "sqlite":
+        pytest.skip("the write lock and inline writes are SQLite's")
+    holder = sqlite3.connect(str(database.url.database), isolation_level=None)
+    calls: list[int] = []
+
+    def create(conn: sa.Connection) -> store.TenantRecord:
+        calls.append(threading.get_ident())
+        return store.create_tenant(conn, "acme")
+
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process is writing
+        async with anyio.create_task_group() as group:
+            group.start_soon(database.transaction, create)
+            await anyio.sleep(0.2)
+            assert calls == []  # not run on the loop, and not yet in the thread
+            holder.execute("COMMIT")
+        assert len(calls) == 1 and calls[0] != threading.get_ident()
+        assert [t.name for t in await database.read(store.list_tenants)] == ["acme"]
+        # The next write finds the lock free and runs inline again, on the kept connection.
+        await database.transaction(store.create_tenant, "beta")
+        assert [t.name for t in await database.read(store.list_tenants)] == ["acme", "beta"]
+    finally:
+        holder.close()
+
+
+def test_the_inline_writer_refuses_before_running_anything(database: Database) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("inline writes are SQLite's")
+    inline = database._inline
+    assert inline is not None
+    holder = sqlite3.connect(str(database.url.database), isolation_level=None)
+    ran: list[int] = []
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(WriteWouldWait):
+            inline.run(lambda conn: ran.append(1))
+        holder.execute("ROLLBACK")
+        inline.run(lambda conn: ran.append(1))
+        assert ran == [1]
+        # Ordinary writes keep their busy timeout: they wait for another process's lock.
+        with database.engine.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
+        assert busy > 0
+    finally:
+        holder.close()
+
+
+async def test_a_failed_commit_does_not_keep_the_write_lock(database: Database) -> None:
+    """A COMMIT can fail (here a deferred foreign key; in life a full disk) and leave SQLite
+    inside the transaction: the inline connection is dropped, so the lock is not kept."""
+    if database.dialect != "sqlite":
+        pytest.skip("inline writes are SQLite's")
+
+    def make_tables(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("CREATE TABLE t_parent (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE t_child (parent INTEGER REFERENCES t_parent (id)"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    await database.transaction(make_tables)
+    with pytest.raises(sa.exc.IntegrityError):
+        await database.transaction(
+            lambda conn: conn.exec_driver_sql("INSERT INTO t_child VALUES (999)")
+        )
+    other = sqlite3.connect(str(database.url.database), isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free again
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    await database.transaction(store.create_tenant, "acme")  # and the next write works
+    assert [t.name for t in await database.read(store.list_tenants)] == ["acme"]
+
+
+async def test_cached_reads_end_at_a_commit_from_another_connection(settings: Settings) -> None:
     reader = open_database(settings)
     writer = open_database(settings, migrate=False)  # another pool: like another process
     try:
-        writer.write(store.create_tenant, "acme")
+        writer.transaction_blocking(store.create_tenant, "acme")
         sql = "SELECT name FROM tenants ORDER BY name"
         calls: list[int] = []
 
-        def names() -> list[str]:
+        async def names() -> list[str]:
             calls.append(1)
-            return [row[0] for row in reader.fetch(sql)]
+            return [row[0] for row in await reader.fetch(sql)]
 
-        assert reader.cached("names", names) == ["acme"]
-        assert reader.cached("names", names) == ["acme"]
-        expected_calls = 1 if reader.read_cache else 2
-        assert len(calls) == expected_calls
-        writer.write(store.create_tenant, "beta")
-        assert reader.cached("names", names) == ["acme", "beta"]  # never the stale list
-        _, token = writer.write(store.create_token, "acme")
-        assert store.authenticate(reader, token) is not None
-        assert reader.fetch(*store.token_query(token), cache=True)
-        writer.write(store.revoke_token, token)
-        assert (
-            store.token_tenant(token, reader.fetch(*store.token_query(token), cache=True)) is None
-        )
+        assert await reader.cached("names", names) == ["acme"]
+        assert await reader.cached("names", names) == ["acme"]
+        assert len(calls) == (1 if reader.read_cache else 2)
+        writer.transaction_blocking(store.create_tenant, "beta")
+        assert await reader.cached("names", names) == ["acme", "beta"]  # never the stale list
+        _, token = writer.transaction_blocking(store.create_token, "acme")
+        assert await store.authenticate(reader, token) is not None
+        writer.transaction_blocking(store.revoke_token, token)
+        assert await store.authenticate(reader, token) is None
     finally:
         reader.dispose()
         writer.dispose()
 
 
-def test_the_cache_is_sqlite_only_and_can_be_switched_off(settings: Settings) -> None:
+async def test_within_a_scope_one_check_serves_until_the_scope_writes(database: Database) -> None:
+    if not database.read_cache:
+        pytest.skip("the read cache is SQLite's")
+    calls: list[int] = []
+
+    async def count() -> int:
+        calls.append(1)
+        return int((await database.fetch("SELECT count(*) FROM tenants"))[0][0])
+
+    with database.read_scope():
+        assert await database.cached("n", count) == 0
+        await database.transaction(store.create_tenant, "acme")  # the scope's own write
+        assert await database.cached("n", count) == 1  # asked again: not the stale 0
+    assert len(calls) == 2
+
+
+async def test_the_cache_is_sqlite_only_and_can_be_switched_off(settings: Settings) -> None:
     off = Settings.from_env(
         {
             "RELAYKIT_HOME": str(settings.home),
@@ -71,67 +186,20 @@ def test_the_cache_is_sqlite_only_and_can_be_switched_off(settings: Settings) ->
     try:
         assert database.read_cache is False
         calls: list[int] = []
+
+        async def compute() -> None:
+            calls.append(1)
+
         for _ in range(2):
-            database.cached("k", lambda: calls.append(1))
+            await database.cached("k", compute)
         assert len(calls) == 2
     finally:
         database.dispose()
     on = open_database(settings)
     try:
-        assert on.read_cache is settings.is_sqlite
+        assert on.read_cache is settings.database_url.startswith("sqlite")
     finally:
         on.dispose()
-
-
-def test_an_inline_write_never_waits_for_the_lock(database: Database, settings: Settings) -> None:
-    if not database.inline_writes_allowed:
-        pytest.skip("inline writes are a SQLite path")
-    holder = sqlite3.connect(str(database.url.database), isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")  # another process is writing
-        with database.inline_writes(), pytest.raises(WriteWouldWait):
-            database.write(store.create_tenant, "acme")
-        holder.execute("COMMIT")
-        with database.inline_writes():
-            database.write(store.create_tenant, "acme")
-        assert [t.name for t in database.read(store.list_tenants)] == ["acme"]
-        # Ordinary writes keep their busy timeout: they wait for another process's lock.
-        with database.engine.connect() as conn:
-            busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one()
-        assert busy > 0
-        holder.execute("BEGIN IMMEDIATE")
-        with database.inline_writes(), pytest.raises(WriteWouldWait):
-            database.write(store.create_tenant, "beta")  # the kept connection: no change
-        holder.execute("ROLLBACK")
-    finally:
-        holder.close()
-
-
-def test_a_failed_commit_does_not_keep_the_write_lock(database: Database) -> None:
-    """A COMMIT can fail (here a deferred foreign key; in life a full disk) and leave SQLite
-    inside the transaction: the inline connection is dropped, so the lock is not kept."""
-    if not database.inline_writes_allowed:
-        pytest.skip("inline writes are a SQLite path")
-
-    def make_tables(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("CREATE TABLE t_parent (id INTEGER PRIMARY KEY)")
-        conn.exec_driver_sql(
-            "CREATE TABLE t_child (parent INTEGER REFERENCES t_parent (id)"
-            " DEFERRABLE INITIALLY DEFERRED)"
-        )
-
-    database.write(make_tables)
-    with database.inline_writes(), pytest.raises(sa.exc.IntegrityError):
-        database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t_child VALUES (999)"))
-    other = sqlite3.connect(str(database.url.database), isolation_level=None, timeout=0)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # the write lock is free again
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
-    with database.inline_writes():
-        database.write(store.create_tenant, "acme")  # and the next inline write works
-    assert [t.name for t in database.read(store.list_tenants)] == ["acme"]
 
 
 def test_only_an_in_process_key_provider_runs_on_the_loop(tmp_path: Path) -> None:

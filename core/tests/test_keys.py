@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relaykit import hookimpl
+from relaykit import tenants as tenant_store
 from relaykit.cli import CliState, build_cli
 from relaykit.errors import ConfigurationError
 from relaykit.integrations import IntegrationService
-from relaykit.keys import KeyProviderSpec, key_usage, load_key_provider, rewrap_all
+from relaykit.keys import KeyProviderSpec, LocalKeyring, key_usage, load_key_provider, rewrap_all
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import (
-    LocalKeyring,
     SealContext,
     SealError,
     open_credentials,
@@ -26,7 +28,6 @@ from relaykit.sealing import (
     seal_credentials,
 )
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import Database
 
 from .providers_for_tests import OneProvider, make_provider
@@ -71,16 +72,14 @@ def seed(
     service = IntegrationService(database, catalog, keyring)
     made = []
     for number in range(count):
-        tenant_id = database.write(tenant_store.create_tenant, f"t{number}").id
+        tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"t{number}").id
         secret = f"key-{number}-{secrets.token_hex(4)}"
-        view = service.create(
-            tenant_id,
-            {
-                "provider": "acme",
-                "credentials": {"api_key": secret, "account": "a"},
-                "enabled_capabilities": [],
-            },
-        )
+        body = {
+            "provider": "acme",
+            "credentials": {"api_key": secret, "account": "a"},
+            "enabled_capabilities": [],
+        }
+        view = anyio.run(service.create, tenant_id, body)
         made.append((tenant_id, view.id, secret))
     return made
 
@@ -89,7 +88,7 @@ def opens(database: Database, keyring: Any, made: list[tuple[str, str, str]]) ->
     from relaykit.storage.models import integrations
 
     for tenant_id, integration_id, secret in made:
-        blob = database.read(
+        blob = database.read_blocking(
             lambda conn, i=integration_id: (
                 conn.execute(integrations.select().where(integrations.c.id == i))
                 .one()
@@ -129,14 +128,16 @@ def test_rewrap_moves_every_row_and_is_idempotent(database: Database, settings: 
     made = seed(database, settings, keyring, count=7)
     old_key = keyring.primary_key_id
     new_key = keyring.rotate()
-    assert key_usage(database) == {("local", old_key): 7}
+    assert anyio.run(key_usage, database) == {("local", old_key): 7}
     seen: list[int] = []
-    progress = rewrap_all(database, keyring, batch_size=3, on_batch=seen.append)
+    progress = anyio.run(
+        functools.partial(rewrap_all, database, keyring, batch_size=3, on_batch=seen.append)
+    )
     assert progress.rewrapped == 7 and progress.failed == 0
     assert sum(seen) >= 7
-    assert key_usage(database) == {("local", new_key): 7}
+    assert anyio.run(key_usage, database) == {("local", new_key): 7}
     assert opens(database, keyring, made)
-    again = rewrap_all(database, keyring)
+    again = anyio.run(rewrap_all, database, keyring)
     assert again.rewrapped == 0  # resumable: only rows still on an old key are touched
 
 
@@ -197,9 +198,9 @@ def test_a_key_provider_plugin_wraps_and_old_local_blobs_still_open(
     assert opens(database, keys, made)  # local blobs open through the set
     fresh = seal_credentials({"k": "v"}, CONTEXT, keys)
     assert read_blob(fresh).key_provider == "toykms"
-    progress = rewrap_all(database, keys)
+    progress = anyio.run(rewrap_all, database, keys)
     assert progress.rewrapped == 4
-    assert key_usage(database) == {("toykms", "toy-1"): 4}
+    assert anyio.run(key_usage, database) == {("toykms", "toy-1"): 4}
     assert opens(database, keys, made)
     assert keys.primary.calls > 0  # type: ignore[attr-defined]
 

@@ -6,14 +6,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from relaykit import tenants as tenant_store
+from relaykit.integrations import IntegrationService
+from relaykit.keys import LocalKeyring
+from relaykit.plugins import make_plugin_manager
+from relaykit.sealing import SealContext, open_credentials
 from relaykit.settings import Settings
-from relaykit.storage.database import Database
+from relaykit.storage.database import Database, open_database
 from relaykit.storage.models import integrations, metadata
-from relaykit.storage.schema import current_revision, head_revision
+from relaykit.storage.schema import current_revision, head_revision, upgrade
+
+from .providers_for_tests import OneProvider, make_provider
 
 
 def test_a_new_database_is_at_the_newest_revision(database: Database) -> None:
@@ -66,15 +74,6 @@ def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
 ) -> None:
     """A database made by 0001 (integrations with sealed credentials in it) upgrades to the
     newest revision and every integration still reads and opens."""
-    from relaykit.integrations import IntegrationService
-    from relaykit.plugins import make_plugin_manager
-    from relaykit.sealing import LocalKeyring, SealContext, open_credentials
-    from relaykit.storage import tenants as tenant_store
-    from relaykit.storage.database import open_database
-    from relaykit.storage.schema import upgrade
-
-    from .providers_for_tests import OneProvider, make_provider
-
     database = open_database(settings, migrate=False)
     upgrade(database, "0001")
     assert current_revision(database) == "0001"
@@ -85,23 +84,21 @@ def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
     service = IntegrationService(database, catalog, keyring)
     made = []
     for number in range(5):
-        tenant_id = database.write(tenant_store.create_tenant, f"t{number}").id
-        view = service.create(
-            tenant_id,
-            {
-                "provider": "acme",
-                "credentials": {"api_key": f"key-{number}-secret", "account": f"a{number}"},
-                "enabled_capabilities": ["send_sms"],
-            },
-        )
+        tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"t{number}").id
+        body = {
+            "provider": "acme",
+            "credentials": {"api_key": f"key-{number}-secret", "account": f"a{number}"},
+            "enabled_capabilities": ["send_sms"],
+        }
+        view = anyio.run(service.create, tenant_id, body)
         made.append((tenant_id, view))
 
     upgrade(database)
     assert current_revision(database) == head_revision()
     for number, (tenant_id, before) in enumerate(made):
-        after = service.get(tenant_id, before.id)
+        after = anyio.run(service.get, tenant_id, before.id)
         assert after == before
-        row = database.read(
+        row = database.read_blocking(
             lambda conn, i=before.id: conn.execute(
                 sa.select(integrations.c.sealed_credentials).where(integrations.c.id == i)
             ).scalar_one()

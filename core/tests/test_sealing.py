@@ -12,8 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from relaykit.keys import LocalKeyring
 from relaykit.sealing import (
-    LocalKeyring,
     SealContext,
     SealedBlob,
     SealError,
@@ -52,7 +52,7 @@ def test_keyring_file_is_private_and_reused(tmp_path: Path) -> None:
 
 
 MAKE_KEYRING = (
-    "import sys; from pathlib import Path; from relaykit.sealing import LocalKeyring; "
+    "import sys; from pathlib import Path; from relaykit.keys import LocalKeyring; "
     "print(LocalKeyring.in_home(Path(sys.argv[1])).primary_key_id)"
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import random
 from collections.abc import Callable
 from typing import Any
@@ -14,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from relaykit import CredentialField, Provider, VerificationResult, classify_response, hookimpl
+from relaykit import tenants as tenant_store
+from relaykit.errors import ConfigurationError
 from relaykit.integrations import IntegrationService
+from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import LocalKeyring
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import Database
 from relaykit.storage.models import integrations
 from relaykit.worker import VerificationWorker, backoff_delay
@@ -66,13 +68,14 @@ class World:
         ).catalog()
         self.keyring = LocalKeyring.in_home(settings.home)
         self.service = IntegrationService(database, self.catalog, self.keyring)
-        self.tenant_id = database.write(tenant_store.create_tenant, "acme").id
+        self.tenant_id = database.transaction_blocking(tenant_store.create_tenant, "acme").id
         self.calls: list[httpx.Request] = []
-        self.respond: Callable[[httpx.Request], httpx.Response] = lambda r: httpx.Response(200)
+        self.respond: Callable[[httpx.Request], Any] = lambda r: httpx.Response(200)
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    async def handler(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request)
-        return self.respond(request)
+        answer = self.respond(request)
+        return await answer if inspect.isawaitable(answer) else answer
 
     def worker(self, **overrides: Any) -> VerificationWorker:
         settings = (
@@ -87,17 +90,15 @@ class World:
         )
 
     def create(self, key: str = SECRET) -> str:
-        return self.service.create(
-            self.tenant_id,
-            {
-                "provider": "acme",
-                "credentials": {"api_key": key, "account": "a1"},
-                "enabled_capabilities": [],
-            },
-        ).id
+        body = {
+            "provider": "acme",
+            "credentials": {"api_key": key, "account": "a1"},
+            "enabled_capabilities": [],
+        }
+        return anyio.run(self.service.create, self.tenant_id, body).id
 
     def row(self, integration_id: str) -> sa.Row[Any]:
-        return self.database.read(
+        return self.database.read_blocking(
             lambda conn: conn.execute(
                 sa.select(integrations).where(integrations.c.id == integration_id)
             ).one()
@@ -105,7 +106,7 @@ class World:
 
     def make_due(self, integration_id: str) -> None:
         past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        self.database.write(
+        self.database.transaction_blocking(
             lambda conn: conn.execute(
                 integrations.update()
                 .where(integrations.c.id == integration_id)
@@ -134,7 +135,7 @@ def test_accepted_becomes_active(world: World) -> None:
     assert row.lease_owner is None
     [call] = world.calls
     assert call.headers["x-key"] == SECRET  # unsealed in memory for the call
-    view = world.service.get(world.tenant_id, integration_id)
+    view = anyio.run(world.service.get, world.tenant_id, integration_id)
     assert view.status == "active" and view.verified_at is not None
     assert view.metadata["verification"]["outcome"] == "accepted"
 
@@ -175,9 +176,9 @@ def test_credentials_changed_during_the_check_discards_the_result(world: World) 
     integration_id = world.create()
     rotated = "tok_canary_rotated_99"
 
-    def respond(request: httpx.Request) -> httpx.Response:
+    async def respond(request: httpx.Request) -> httpx.Response:
         if request.headers["x-key"] == SECRET:  # the old check: the tenant PATCHes meanwhile
-            world.service.update(
+            await world.service.update(
                 world.tenant_id, integration_id, {"credentials": {"api_key": rotated}}
             )
             return httpx.Response(401, json={"message": "old key revoked"})
@@ -196,8 +197,8 @@ def test_credentials_changed_during_the_check_discards_the_result(world: World) 
 def test_deleted_during_the_check_stays_deleted(world: World) -> None:
     integration_id = world.create()
 
-    def respond(request: httpx.Request) -> httpx.Response:
-        world.service.delete(world.tenant_id, integration_id)
+    async def respond(request: httpx.Request) -> httpx.Response:
+        await world.service.delete(world.tenant_id, integration_id)
         return httpx.Response(200)
 
     world.respond = respond
@@ -211,31 +212,31 @@ def test_deleted_during_the_check_stays_deleted(world: World) -> None:
 def test_a_lease_keeps_other_workers_off_until_it_expires(world: World) -> None:
     integration_id = world.create()
     first, second = world.worker(), world.worker()
-    [job] = first._claim(10)
+    [job] = anyio.run(first._claim, 10)
     assert job.id == integration_id and job.attempt == 1
-    assert second._claim(10) == []
+    assert anyio.run(second._claim, 10) == []
     expired = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    world.database.write(
+    world.database.transaction_blocking(
         lambda conn: conn.execute(integrations.update().values(lease_expires_at=expired))
     )
-    [again] = second._claim(10)
+    [again] = anyio.run(second._claim, 10)
     assert again.attempt == 2
     # the first worker's late result is discarded: the lease is no longer its own
-    first._apply(job, VerificationResult.rejected("late"))
+    anyio.run(first._apply, job, VerificationResult.rejected("late"))
     assert world.row(integration_id).status == "pending_verify"
-    second._apply(again, VerificationResult.accepted())
+    anyio.run(second._apply, again, VerificationResult.accepted())
     assert world.row(integration_id).status == "active"
 
 
 def test_stopping_returns_leases_and_the_attempt(world: World) -> None:
     integration_id = world.create()
     worker = world.worker()
-    worker._claim(10)
+    anyio.run(worker._claim, 10)
     assert world.row(integration_id).lease_owner == worker.owner
-    assert worker._release_leases() == 1
+    assert anyio.run(worker._release_leases) == 1
     row = world.row(integration_id)
     assert row.lease_owner is None and row.verify_attempts == 0
-    assert world.worker()._claim(10)[0].id == integration_id  # claimable at once
+    assert anyio.run(world.worker()._claim, 10)[0].id == integration_id  # claimable at once
 
 
 def test_a_running_worker_is_woken_by_a_write(world: World) -> None:
@@ -272,7 +273,5 @@ def test_backoff_is_full_jitter_capped_and_respects_retry_after() -> None:
 
 
 def test_lease_must_outlast_the_timeout() -> None:
-    from relaykit.errors import ConfigurationError
-
     with pytest.raises(ConfigurationError, match="must be longer than"):
         Settings.from_env({"RELAYKIT_VERIFY_LEASE": "5", "RELAYKIT_VERIFY_TIMEOUT": "5"})

@@ -9,14 +9,16 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from relaykit import CredentialField, Provider, VerificationResult, hookimpl
+from relaykit import tenants as store
 from relaykit.capabilities import MessageResult, PaymentResult, RefundResult
 from relaykit.operations import OperationOutcome, OperationResult
 from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
+from relaykit.services import Services
 from relaykit.settings import Settings
-from relaykit.storage import tenants as store
+from relaykit.storage.database import Database, open_database
 from relaykit.testing.databases import throwaway_database_url
 from relaykit_server import create_app
-from relaykit_server.state import AppResources
+from relaykit_server.state import services_of
 
 
 async def _accept(credentials: Any, ctx: Any) -> VerificationResult:
@@ -153,19 +155,20 @@ def plugin_manager() -> RelaykitPluginManager:
 
 
 class Api:
-    """A running app, a client, and helpers to make tenants and tokens."""
+    """A running app, a client, helpers to make tenants and tokens, and a database handle of
+    the test's own on the app's database (as another process would have)."""
 
-    def __init__(self, client: AsyncTestClient[Any]) -> None:
+    def __init__(self, client: AsyncTestClient[Any], database: Database) -> None:
         self.client = client
+        self.database = database
 
     @property
-    def resources(self) -> AppResources:
-        return AppResources.of(self.client.app)
+    def services(self) -> Services:
+        return services_of(self.client.app)
 
     def tenant_token(self, name: str) -> tuple[str, dict[str, str]]:
-        db = self.resources.database
-        tenant = db.write(store.create_tenant, name)
-        _, token = db.write(store.create_token, name)
+        tenant = self.database.transaction_blocking(store.create_tenant, name)
+        _, token = self.database.transaction_blocking(store.create_token, name)
         return tenant.id, {"Authorization": f"Bearer {token}"}
 
 
@@ -173,4 +176,8 @@ class Api:
 async def api(settings: Settings, plugin_manager: RelaykitPluginManager) -> AsyncIterator[Api]:
     app = create_app(settings, plugin_manager=plugin_manager)
     async with AsyncTestClient(app=app) as client:
-        yield Api(client)
+        database = open_database(settings, migrate=False)
+        try:
+            yield Api(client, database)
+        finally:
+            database.dispose()

@@ -65,7 +65,7 @@ def force_status(api: Api, integration_id: str, status: str) -> None:
             integrations.update().where(integrations.c.id == integration_id).values(status=status)
         )
 
-    api.resources.database.write(apply)
+    api.database.transaction_blocking(apply)
 
 
 def assert_invalid(response: Any, errors: dict[str, list[str]]) -> None:
@@ -532,8 +532,8 @@ async def test_patch_credentials_is_partial_and_requeues(api: Api) -> None:
     }
     assert new_secret not in response.text
     # the webhook secret, not sent, kept its sealed value; the new secret replaced the old
-    service = api.resources.integrations
-    row = api.resources.database.read(
+    service = api.services.integrations
+    row = api.database.read_blocking(
         lambda conn: conn.execute(
             sa.select(integrations).where(integrations.c.id == created["id"])
         ).one()
@@ -571,7 +571,7 @@ async def test_patch_null_clears_an_optional_field_and_refuses_a_required_one(ap
         url, json={"credentials": {"webhook_secret": None}}, headers=headers
     )
     assert cleared.status_code == 200
-    row = api.resources.database.read(
+    row = api.database.read_blocking(
         lambda conn: conn.execute(
             sa.select(integrations).where(integrations.c.id == created["id"])
         ).one()
@@ -581,7 +581,7 @@ async def test_patch_null_clears_an_optional_field_and_refuses_a_required_one(ap
     opened = open_credentials(
         row.sealed_credentials,
         SealContext(tenant_id, created["id"], "paymo"),
-        api.resources.integrations.key_provider,
+        api.services.integrations.key_provider,
     )
     assert opened == {"secret_key": SECRET}
     refused = await api.client.patch(
@@ -639,7 +639,7 @@ async def test_delete_is_soft_and_final(api: Api) -> None:
     assert (await api.client.get(f"{BASE}/{created['id']}", headers=headers)).status_code == 404
     assert (await api.client.get(BASE, headers=headers)).json()["data"] == []
     assert (await api.client.delete(f"{BASE}/{created['id']}", headers=headers)).status_code == 404
-    row = api.resources.database.read(
+    row = api.database.read_blocking(
         lambda conn: conn.execute(
             sa.select(integrations.c.deleted_at).where(integrations.c.id == created["id"])
         ).one()
@@ -739,7 +739,7 @@ async def test_cached_reads_never_outlive_a_commit_from_another_process(
     """List and get are answered from the response cache until the database changes; a
     write through another handle (as the CLI or another server process makes) is seen by
     the very next request, and so is a token revoked that way."""
-    from relaykit.storage import tenants as store
+    from relaykit import tenants as store
     from relaykit.storage.database import open_database
 
     _, headers = api.tenant_token("acme")
@@ -752,7 +752,7 @@ async def test_cached_reads_never_outlive_a_commit_from_another_process(
 
     other = open_database(settings, migrate=False)  # its own connections, like a process
     try:
-        other.write(
+        other.transaction_blocking(
             lambda conn: conn.execute(
                 integrations.update().where(integrations.c.id == made["id"]).values(status="active")
             )
@@ -765,7 +765,7 @@ async def test_cached_reads_never_outlive_a_commit_from_another_process(
         filtered = await api.client.get(BASE, params={"status": "inactive"}, headers=headers)
         assert filtered.json()["data"] == [] and filtered.json()["meta"]["total"] == 0
 
-        other.write(store.revoke_token, headers["Authorization"].split()[1])
+        other.transaction_blocking(store.revoke_token, headers["Authorization"].split()[1])
         refused = await api.client.get(BASE, headers=headers)
         assert refused.status_code == 401
     finally:

@@ -11,18 +11,18 @@ pytestmark = pytest.mark.anyio
 URL = "/api/v1/integrations/providers"
 
 
-def configure(api: Api, tenant_id: str, provider: str, *, deleted: bool = False) -> None:
+async def configure(api: Api, tenant_id: str, provider: str, *, deleted: bool = False) -> None:
     credentials = {
         "textly": {"account_sid": "AC1", "auth_token": "tok-123456", "from_number": "+15550100000"},
         "paymo": {"publishable_key": "pk_1", "secret_key": "sk_123456"},
     }[provider]
-    service = api.resources.integrations
-    created = service.create(
+    service = api.services.integrations
+    created = await service.create(
         tenant_id,
         {"provider": provider, "credentials": credentials, "enabled_capabilities": []},
     )
     if deleted:
-        service.delete(tenant_id, created.id)
+        await service.delete(tenant_id, created.id)
 
 
 async def test_exact_contract_shape(api: Api) -> None:
@@ -78,8 +78,8 @@ async def test_exact_contract_shape(api: Api) -> None:
 async def test_is_configured_is_per_tenant_and_ignores_deleted(api: Api) -> None:
     acme_id, acme = api.tenant_token("acme")
     other_id, other = api.tenant_token("other")
-    configure(api, acme_id, "textly")
-    configure(api, other_id, "paymo", deleted=True)
+    await configure(api, acme_id, "textly")
+    await configure(api, other_id, "paymo", deleted=True)
 
     def configured(body: dict) -> dict[str, bool]:  # type: ignore[type-arg]
         return {p["name"]: p["is_configured"] for p in body["data"]}
@@ -125,12 +125,12 @@ async def test_missing_or_bad_token_is_401_in_the_envelope(
 
 
 async def test_revoked_token_is_refused(api: Api) -> None:
-    from relaykit.storage import tenants as store
+    from relaykit import tenants as store
 
     _, headers = api.tenant_token("acme")
     assert (await api.client.get(URL, headers=headers)).status_code == 200
     token = headers["Authorization"].split()[1]
-    api.resources.database.write(store.revoke_token, token)
+    api.database.transaction_blocking(store.revoke_token, token)
     assert (await api.client.get(URL, headers=headers)).status_code == 401
 
 

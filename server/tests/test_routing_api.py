@@ -51,7 +51,7 @@ async def messaging(
             integrations.update().where(integrations.c.id == integration_id).values(status=status)
         )
 
-    api.resources.database.write(set_status)
+    api.database.transaction_blocking(set_status)
     return integration_id
 
 
@@ -440,12 +440,12 @@ async def test_the_same_key_while_running_is_409(api: Api) -> None:
         await gate.wait()
         return await original(payload, credentials, ctx)
 
-    provider = api.resources.catalog.get("chatter")
+    provider = api.services.catalog.get("chatter")
     assert provider is not None
     handlers = dict(provider.operations)
     msgspec.structs.force_setattr(provider, "operations", {**handlers, "send_sms": slow})
-    dispatcher = api.resources.dispatcher
-    tenant_id = api.resources.database.read(
+    dispatcher = api.services.dispatcher
+    tenant_id = api.database.read_blocking(
         lambda conn: conn.execute(
             sa.text("SELECT id FROM tenants WHERE name = 'acme'")
         ).scalar_one()

@@ -7,22 +7,31 @@ stdout (``tokens create`` prints the token there); everything else goes to stder
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import click
+import msgspec
 
-from relaykit import __version__
+from relaykit import __version__, redaction
+from relaykit import tenants as tenant_service
 from relaykit.catalog import Catalog, DuplicateProviderError
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z
+from relaykit.keys import LocalKeyring, key_usage, load_key_provider, rewrap_all, sealed_row_count
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
+from relaykit.scaffold import write_provider_package
 from relaykit.settings import Settings
-from relaykit.storage import tenants as tenant_store
 from relaykit.storage.database import Database, open_database
+from relaykit.storage.schema import current_revision, head_revision
+from relaykit.worker import VerificationWorker
 
 
 class CliState:
@@ -67,7 +76,7 @@ def tenants() -> None:
 def tenants_create(state: CliState, name: str) -> None:
     """Create the tenant NAME; prints its id."""
     try:
-        record = state.database.write(tenant_store.create_tenant, name)
+        record = state.database.transaction_blocking(tenant_service.create_tenant, name)
     except RelaykitError as exc:
         raise _fail(exc) from None
     click.echo(f"created tenant {record.name}", err=True)
@@ -78,7 +87,7 @@ def tenants_create(state: CliState, name: str) -> None:
 @pass_state
 def tenants_list(state: CliState) -> None:
     """List tenants."""
-    for record in state.database.read(tenant_store.list_tenants):
+    for record in state.database.read_blocking(tenant_service.list_tenants):
         click.echo(f"{record.id}  {record.name}  {isoformat_z(record.created_at)}")
 
 
@@ -97,7 +106,9 @@ def tokens() -> None:
 def tokens_create(state: CliState, tenant_name: str, label: str | None) -> None:
     """Create a token; the token is the last line of stdout, shown this once."""
     try:
-        record, token = state.database.write(tenant_store.create_token, tenant_name, label=label)
+        record, token = state.database.transaction_blocking(
+            tenant_service.create_token, tenant_name, label=label
+        )
     except RelaykitError as exc:
         raise _fail(exc) from None
     click.echo(f"created token {record.id} for tenant {record.tenant_name}", err=True)
@@ -110,7 +121,7 @@ def tokens_create(state: CliState, tenant_name: str, label: str | None) -> None:
 def tokens_list(state: CliState, tenant_name: str) -> None:
     """List a tenant's tokens (ids only: token secrets are never stored)."""
     try:
-        records = state.database.read(tenant_store.list_tokens, tenant_name)
+        records = state.database.read_blocking(tenant_service.list_tokens, tenant_name)
     except RelaykitError as exc:
         raise _fail(exc) from None
     for r in records:
@@ -124,7 +135,7 @@ def tokens_list(state: CliState, tenant_name: str) -> None:
 def tokens_revoke(state: CliState, token_id: str) -> None:
     """Revoke a token, given its id (or the whole token)."""
     try:
-        record = state.database.write(tenant_store.revoke_token, token_id)
+        record = state.database.transaction_blocking(tenant_service.revoke_token, token_id)
     except RelaykitError as exc:
         raise _fail(exc) from None
     click.echo(f"revoked token {record.id} of tenant {record.tenant_name}")
@@ -160,8 +171,6 @@ def providers(state: CliState, check: bool, as_json: bool) -> None:
 
 
 def _catalog_json(catalog: Catalog) -> dict[str, Any]:
-    import msgspec
-
     return {
         "providers": [
             {**msgspec.to_builtins(p.describe()), "distribution": catalog.distributions[p.name]}
@@ -180,8 +189,6 @@ def _catalog_json(catalog: Catalog) -> dict[str, Any]:
 @click.option("--display-name", default=None, help="The name people read (default: from NAME).")
 def new_provider(name: str, directory: Path, display_name: str | None) -> None:
     """Write a provider package relaykit-NAME whose tests pass as generated."""
-    from relaykit.scaffold import write_provider_package
-
     try:
         target = write_provider_package(name, directory, display_name=display_name)
     except RelaykitError as exc:
@@ -200,14 +207,6 @@ def new_provider(name: str, directory: Path, display_name: str | None) -> None:
 @pass_state
 def worker(state: CliState, concurrency: int | None) -> None:
     """Run a verification worker on its own (for several processes on one database)."""
-    import signal
-
-    import anyio
-    import msgspec
-
-    from relaykit.keys import load_key_provider
-    from relaykit.worker import VerificationWorker
-
     settings = state.settings
     if concurrency is not None:
         if concurrency < 1:
@@ -239,8 +238,6 @@ def worker(state: CliState, concurrency: int | None) -> None:
 def event_loop_options() -> dict[str, bool]:
     """uvloop where it is installed (relaykit-server brings it, as uvicorn's own choice for
     ``serve``): the worker is network-bound, and uvloop's loop costs less per request."""
-    import importlib.util
-
     return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
 
 
@@ -252,9 +249,7 @@ def keys() -> None:
     """Key-encryption keys: status, rotate, rewrap, retire."""
 
 
-def _local_keyring(state: CliState) -> Any:
-    from relaykit.sealing import LocalKeyring
-
+def _local_keyring(state: CliState) -> LocalKeyring:
     if state.settings.key_provider != "local":
         raise click.ClickException(
             f"the keyring commands manage the local keyring; RELAYKIT_KEY_PROVIDER is "
@@ -267,10 +262,8 @@ def _local_keyring(state: CliState) -> Any:
 @pass_state
 def keys_status(state: CliState) -> None:
     """Sealed rows per key; the primary key is marked with *."""
-    from relaykit.keys import key_usage, load_key_provider
-
     provider = load_key_provider(state.settings, state.plugin_manager)
-    usage = key_usage(state.database)
+    usage = anyio.run(key_usage, state.database)
     listed = set()
     if state.settings.key_provider == "local":
         keyring = _local_keyring(state)
@@ -298,19 +291,14 @@ def keys_rotate(state: CliState) -> None:
 @pass_state
 def keys_rewrap(state: CliState, batch_size: int) -> None:
     """Rewrap every row's data key with the primary key, online and resumably."""
-    from relaykit.keys import load_key_provider, rewrap_all
-    from relaykit.storage.models import integrations
-
     provider = load_key_provider(state.settings, state.plugin_manager)
-    import sqlalchemy as sa
-
-    total = state.database.read(
-        lambda conn: conn.execute(
-            sa.select(sa.func.count()).where(integrations.c.sealed_credentials.is_not(None))
-        ).scalar_one()
-    )
-    with click.progressbar(length=int(total), label="rewrapping", file=sys.stderr) as bar:
-        progress = rewrap_all(state.database, provider, batch_size=batch_size, on_batch=bar.update)
+    total = anyio.run(sealed_row_count, state.database)
+    with click.progressbar(length=total, label="rewrapping", file=sys.stderr) as bar:
+        progress = anyio.run(
+            functools.partial(
+                rewrap_all, state.database, provider, batch_size=batch_size, on_batch=bar.update
+            )
+        )
     click.echo(
         f"rewrapped {progress.rewrapped}, skipped {progress.skipped} (changed meanwhile), "
         f"failed {progress.failed}; primary key {provider.primary_key_id}"
@@ -324,10 +312,8 @@ def keys_rewrap(state: CliState, batch_size: int) -> None:
 @pass_state
 def keys_retire(state: CliState, key_id: str) -> None:
     """Remove a key no row uses any more."""
-    from relaykit.keys import key_usage
-
     keyring = _local_keyring(state)
-    in_use = key_usage(state.database).get(("local", key_id), 0)
+    in_use = anyio.run(key_usage, state.database).get(("local", key_id), 0)
     if in_use:
         raise click.ClickException(
             f"key {key_id} still wraps {in_use} rows: run 'relaykit keys rewrap' first"
@@ -351,14 +337,9 @@ def db() -> None:
 @pass_state
 def db_upgrade(state: CliState) -> None:
     """Migrate the database schema to the newest revision."""
-    from relaykit.storage.schema import current_revision, head_revision
-
     database = state.database  # opening it migrates
     revision = current_revision(database)
-    click.echo(
-        f"database at revision {revision} (newest {head_revision()}): "
-        f"{database.url.render_as_string(hide_password=True)}"
-    )
+    click.echo(f"database at revision {revision} (newest {head_revision()}): {database.describe()}")
 
 
 def build_cli(plugin_manager: RelaykitPluginManager) -> click.Group:
@@ -375,8 +356,6 @@ def build_cli(plugin_manager: RelaykitPluginManager) -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from relaykit import redaction
-
     redaction.install()
     settings = Settings.from_env()
     logging.basicConfig(

@@ -5,14 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import sqlalchemy as sa
-
 from relaykit.catalog import Catalog
 from relaykit.dispatch import attempt_view
 from relaykit.errors import NotFoundError, ValidationError
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page, select_page
+from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
+from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage.database import Database
-from relaykit.storage.models import delivery_attempts
 
 ATTEMPT_STATUSES = ("succeeded", "failed")
 _ID = re.compile(r"^[0-9a-z]{26}$")
@@ -23,23 +21,17 @@ class DeliveryAttemptService:
         self.database = database
         self.catalog = catalog
 
-    def get(self, tenant_id: str, attempt_id: str) -> dict[str, Any]:
-        def query(conn: sa.Connection) -> dict[str, Any]:
-            row = None
-            if _ID.match(attempt_id):
-                row = conn.execute(
-                    sa.select(delivery_attempts).where(
-                        delivery_attempts.c.id == attempt_id,
-                        delivery_attempts.c.tenant_id == tenant_id,
-                    )
-                ).first()
-            if row is None:
-                raise NotFoundError("Delivery attempt not found.")
-            return attempt_view(row._mapping)
+    async def get(self, tenant_id: str, attempt_id: str) -> dict[str, Any]:
+        row = (
+            await self.database.read(attempt_rows.find, tenant_id, attempt_id)
+            if _ID.match(attempt_id)
+            else None
+        )
+        if row is None:
+            raise NotFoundError("Delivery attempt not found.")
+        return attempt_view(row)
 
-        return self.database.read(query)
-
-    def list(
+    async def list(
         self,
         tenant_id: str,
         *,
@@ -57,22 +49,15 @@ class DeliveryAttemptService:
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)
-        conditions = [delivery_attempts.c.tenant_id == tenant_id]
-        for column, value in (
-            (delivery_attempts.c.integration_id, integration_id),
-            (delivery_attempts.c.capability, capability),
-            (delivery_attempts.c.status, status),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-
-        return self.database.read(
-            lambda conn: select_page(
+        return await self.database.read(
+            lambda conn: attempt_rows.page_of(
                 conn,
-                delivery_attempts,
-                conditions,
+                tenant_id,
+                integration_id=integration_id,
+                capability=capability,
+                status=status,
                 page=page,
                 per_page=per_page,
-                view=lambda row: attempt_view(row._mapping),
+                view=attempt_view,
             )
         )

@@ -15,7 +15,8 @@
    metadata), next candidate. ``rejected`` or ``unknown``: stop and report. Before a
    fallback is tried its status is checked again. A try already under way is never
    interrupted: disabling an integration stops new tries, not one in flight.
-5. The operation and its attempts are written in one transaction.
+5. The operation and its attempts are written in one transaction (statements in
+   :mod:`relaykit.storage.operations` and :mod:`relaykit.storage.delivery_attempts`).
 
 The provider sees the same idempotency key on every try of one operation (the client's
 key, else the operation id), so a provider that honours keys (Stripe) never does one
@@ -31,7 +32,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import anyio.to_thread
 import httpx
 import msgspec
 import sqlalchemy as sa
@@ -40,28 +40,21 @@ from relaykit.capabilities import decode_input
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, RelaykitError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
-from relaykit.lifecycle import Action, Status, next_status
+from relaykit.lifecycle import Action, Status, VerificationRecord
 from relaykit.operations import OperationContext, OperationOutcome, OperationResult, run_operation
+from relaykit.provider_http import ProviderClients
 from relaykit.routing import RouteCandidate, RoutingService
-from relaykit.sealing import (
-    KeyProvider,
-    SealContext,
-    call_with_key_provider,
-    open_credentials,
-)
+from relaykit.sealing import KeyProvider, SealContext, unseal
 from relaykit.settings import Settings
-from relaykit.storage.database import Database
-from relaykit.storage.models import delivery_attempts, integrations, operations
-from relaykit.verification import ProviderClients
+from relaykit.storage import delivery_attempts as attempt_rows
+from relaykit.storage import integrations as integration_rows
+from relaykit.storage import operations as operation_rows
+from relaykit.storage.database import Database, IntegrityError
 
 logger = logging.getLogger("relaykit.dispatch")
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_FIELD = "Idempotency-Key"
-
-# Built once, so SQLAlchemy reuses the compiled statements (docs/performance.md).
-_INSERT_OPERATION = operations.insert()
-_INSERT_ATTEMPT = delivery_attempts.insert()
 
 
 class DispatchResponse(msgspec.Struct, frozen=True):
@@ -140,8 +133,8 @@ class Dispatcher:
         final: OperationResult | None = None
         served_by: str | None = None
         for index, candidate in enumerate(candidates):
-            if index > 0 and not await self.database.run_read(
-                self.routing.still_usable, tenant_id, candidate.integration_id, capability
+            if index > 0 and not await self.routing.still_usable(
+                tenant_id, candidate.integration_id, capability
             ):
                 continue
             result, attempt = await self._try(
@@ -200,9 +193,7 @@ class Dispatcher:
             )
         else:
             try:
-                secrets = await call_with_key_provider(
-                    self.key_provider, self._open, tenant_id, candidate
-                )
+                secrets = await self._open(tenant_id, candidate)
             except RelaykitError as exc:
                 result = OperationResult.failed(
                     OperationOutcome.TRANSIENT, f"stored credentials cannot be opened: {exc}"
@@ -252,11 +243,11 @@ class Dispatcher:
         )
         return result, attempt
 
-    def _open(self, tenant_id: str, candidate: RouteCandidate) -> dict[str, Any]:
+    async def _open(self, tenant_id: str, candidate: RouteCandidate) -> dict[str, Any]:
         if not candidate.sealed_credentials:
             return {}
         context = SealContext(tenant_id, candidate.integration_id, candidate.provider)
-        return open_credentials(candidate.sealed_credentials, context, self.key_provider)
+        return await unseal(candidate.sealed_credentials, context, self.key_provider)
 
     # -- the database side -------------------------------------------------------------------
 
@@ -271,21 +262,10 @@ class Dispatcher:
     ) -> list[RouteCandidate] | DispatchResponse:
         """Resolve the route; with a key, claim the key first (or replay what it stored)."""
         if idempotency_key is None:
-            if self.database.inline_reads:
-                return self.routing.candidates_now(tenant_id, capability)
-            return await anyio.to_thread.run_sync(
-                self.routing.candidates_now, tenant_id, capability
-            )
+            return await self.routing.candidates(tenant_id, capability)
 
         def claim(conn: sa.Connection) -> list[RouteCandidate] | DispatchResponse:
-            existing = conn.execute(
-                sa.select(
-                    operations.c.status, operations.c.request_hash, operations.c.response
-                ).where(
-                    operations.c.tenant_id == tenant_id,
-                    operations.c.idempotency_key == idempotency_key,
-                )
-            ).first()
+            existing = operation_rows.by_idempotency_key(conn, tenant_id, idempotency_key)
             if existing is not None:
                 if existing.request_hash != request_hash:
                     raise ValidationError(
@@ -296,8 +276,8 @@ class Dispatcher:
                         "A request with this Idempotency-Key is still being processed."
                     )
                 return msgspec.convert(existing.response, DispatchResponse)
-            conn.execute(
-                _INSERT_OPERATION,
+            operation_rows.insert(
+                conn,
                 {
                     "id": operation_id,
                     "tenant_id": tenant_id,
@@ -311,11 +291,11 @@ class Dispatcher:
                     "completed_at": None,
                 },
             )
-            return self.routing.candidates(conn, tenant_id, capability)
+            return self.routing.candidates_in(conn, tenant_id, capability)
 
         try:
-            return await self.database.run_write(claim)
-        except sa.exc.IntegrityError:
+            return await self.database.transaction(claim)
+        except IntegrityError:
             # Another request claimed the key between our read and insert: it is running.
             raise IdempotencyConflict(
                 "A request with this Idempotency-Key is still being processed."
@@ -347,10 +327,24 @@ class Dispatcher:
             "completed_at": now,
         }
 
-        def write(conn: sa.Connection) -> None:
+        refusals = [
+            (
+                integration_id,
+                VerificationRecord(
+                    outcome="auth_failed",
+                    message=message,
+                    error=f"The provider refused the credentials during an operation: {message}",
+                    operation_id=operation_id,
+                    checked_at=isoformat_z(now) or "",
+                ),
+            )
+            for integration_id, message in auth_failures
+        ]
+
+        def write(conn: sa.Connection) -> list[str]:
             if idempotency_key is None:
-                conn.execute(
-                    _INSERT_OPERATION,
+                operation_rows.insert(
+                    conn,
                     {
                         "id": operation_id,
                         "tenant_id": tenant_id,
@@ -362,41 +356,29 @@ class Dispatcher:
                     },
                 )
             else:
-                conn.execute(
-                    operations.update().where(operations.c.id == operation_id).values(**values)
-                )
-            if len(attempts) == 1:  # the common case: one row, without executemany's machinery
-                conn.execute(_INSERT_ATTEMPT, attempts[0])
-            elif attempts:
-                conn.execute(_INSERT_ATTEMPT, attempts)
-            for integration_id, message in auth_failures:
-                # Only an integration still active moves: one disabled or re-credentialed
-                # meanwhile keeps what the tenant did.
-                conn.execute(
-                    integrations.update()
-                    .where(
-                        integrations.c.id == integration_id,
-                        integrations.c.status == Status.ACTIVE.value,
-                    )
-                    .values(
-                        status=next_status(Action.PROVIDER_AUTH_FAILED, Status.ACTIVE).value,
-                        verification={
-                            "outcome": "auth_failed",
-                            "error": "The provider refused the credentials during an "
-                            f"operation: {message}",
-                            "operation_id": operation_id,
-                            "checked_at": isoformat_z(now),
-                        },
-                        updated_at=now,
-                    )
-                )
-                logger.warning(
-                    "integration %s moved to error: credentials refused during operation %s",
+                operation_rows.complete(conn, operation_id, values)
+            attempt_rows.insert(conn, attempts)
+            # Only an integration still active moves: one disabled or re-credentialed
+            # meanwhile keeps what the tenant did.
+            return [
+                integration_id
+                for integration_id, record in refusals
+                if integration_rows.change_status(
+                    conn,
                     integration_id,
-                    operation_id,
+                    Action.PROVIDER_AUTH_FAILED,
+                    current=Status.ACTIVE,
+                    verification=record,
+                    now=now,
                 )
+            ]
 
-        await self.database.run_write(write)
+        for integration_id in await self.database.transaction(write):
+            logger.warning(
+                "integration %s moved to error: credentials refused during operation %s",
+                integration_id,
+                operation_id,
+            )
 
     # -- the answer --------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """Integrations: create, read, list, update, delete, activate, disable.
 
-The service is synchronous and does each request's work in one database transaction; async
-callers run a method in a worker thread (one hop per request). It is the only place that
-turns requests into rows: validation (:mod:`relaykit.validation`), sealing
-(:mod:`relaykit.sealing`) and status moves (:mod:`relaykit.lifecycle`) meet here.
+The service is the only place that turns the API's requests into integration rows:
+validation (:mod:`relaykit.validation`), sealing (:mod:`relaykit.sealing`) and status moves
+(:mod:`relaykit.lifecycle`) meet here; the statements are in
+:mod:`relaykit.storage.integrations`. Sealing and opening credentials happen outside any
+database transaction (a key provider may be a network service), so a PATCH of credentials
+reads the row, seals, and writes only if the row still holds the credentials it read;
+if a concurrent write got there first it starts again (:meth:`IntegrationService.update`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import msgspec
 import sqlalchemy as sa
 
 from relaykit.catalog import Catalog
-from relaykit.errors import NotFoundError, ValidationError
+from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import new_id, utcnow
-from relaykit.lifecycle import Action, Status, next_status
+from relaykit.lifecycle import Action, Status
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
 from relaykit.providers import STANDARD_CATEGORIES, Provider
-from relaykit.sealing import KeyProvider, SealContext, open_credentials, seal_credentials
+from relaykit.sealing import KeyProvider, SealContext, seal, unseal
 from relaykit.storage import integrations as rows
 from relaykit.storage.database import Database, json_value, timestamp_text
 from relaykit.validation import (
@@ -37,30 +40,8 @@ logger = logging.getLogger("relaykit.integrations")
 DUPLICATE_MESSAGE = "An integration for this provider already exists."
 NOT_FOUND_MESSAGE = "Integration not found."
 STATUS_NAMES = [status.value for status in Status]
-
-
-#: What :meth:`IntegrationService.view` shows of a row (not the sealed blob, not the lease).
-VIEW_NAMES = (
-    "id",
-    "provider",
-    "category",
-    "status",
-    "enabled_capabilities",
-    "public_credentials",
-    "metadata",
-    "verification",
-    "verified_at",
-    "created_at",
-    "updated_at",
-)
-
-# The list and get run as plain SQL through Database.fetch: they are the API's hottest reads,
-# and SQLAlchemy's statement and row machinery cost several times the query on SQLite
-# (docs/performance.md). ``deleted_at IS NULL`` is written as the partial unique index's
-# condition, so the list walks only the tenant's live rows however long its history.
-_SELECT_VIEW = f"SELECT {', '.join(VIEW_NAMES)}"
-_LIVE = "FROM integrations WHERE tenant_id = ? AND deleted_at IS NULL"
-GET_SQL = f"{_SELECT_VIEW} {_LIVE} AND id = ?"
+#: How often a PATCH of credentials starts again when a concurrent write changed the row.
+UPDATE_TRIES = 5
 
 
 class IntegrationView(msgspec.Struct, frozen=True):
@@ -97,17 +78,13 @@ class IntegrationService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get(self, tenant_id: str, integration_id: str) -> IntegrationView:
-        found = (
-            self.database.fetch(GET_SQL, (tenant_id, integration_id))
-            if rows.is_id(integration_id)
-            else []
-        )
-        if not found:
+    async def get(self, tenant_id: str, integration_id: str) -> IntegrationView:
+        found = await rows.view_row(self.database, tenant_id, integration_id)
+        if found is None:
             raise NotFoundError(NOT_FOUND_MESSAGE)
-        return self._view(found[0])
+        return self._view(found)
 
-    def list(
+    async def list(
         self,
         tenant_id: str,
         *,
@@ -118,31 +95,14 @@ class IntegrationService:
     ) -> Page[IntegrationView]:
         """One page of the tenant's live integrations, oldest first."""
         self._check_filters(status, category, page, per_page)
-        return self._list(tenant_id, status, category, page, per_page)
-
-    def _list(
-        self, tenant_id: str, status: str | None, category: str | None, page: int, per_page: int
-    ) -> Page[IntegrationView]:
-        where = _LIVE
-        params: list[Any] = [tenant_id]
-        if status is not None:
-            where += " AND status = ?"
-            params.append(status)
-        if category is not None:
-            where += " AND category = ?"
-            params.append(category)
-        # The page and its total in one snapshot. (Two statements beat one with a window
-        # count: SQLite sorts the window's output again, 78 against 46 µs for 25 rows.)
-        counted, found = self.database.fetch_together(
-            [
-                (f"SELECT count(*) {where}", params),
-                (
-                    f"{_SELECT_VIEW} {where} ORDER BY id LIMIT ? OFFSET ?",
-                    (*params, per_page, (page - 1) * per_page),
-                ),
-            ]
+        total, found = await rows.view_page(
+            self.database, tenant_id, status=status, category=category, page=page, per_page=per_page
         )
-        return Page([self._view(row) for row in found], int(counted[0][0]), page, per_page)
+        return Page([self._view(row) for row in found], total, page, per_page)
+
+    async def configured_providers(self, tenant_id: str) -> set[str]:
+        """Names of the providers the tenant has a live integration for."""
+        return await self.database.read(rows.configured_providers, tenant_id)
 
     def _check_filters(
         self, status: str | None, category: str | None, page: int, per_page: int
@@ -156,14 +116,12 @@ class IntegrationService:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create(self, tenant_id: str, payload: Any) -> IntegrationView:
+    async def create(self, tenant_id: str, payload: Any) -> IntegrationView:
         request = validate_create(payload, self.catalog)
         integration_id = new_id()
         now = utcnow()
         context = SealContext(tenant_id, integration_id, request.provider.name)
-        sealed = (
-            seal_credentials(request.secret, context, self.key_provider) if request.secret else None
-        )
+        sealed = await seal(request.secret, context, self.key_provider) if request.secret else None
         values = {
             "id": integration_id,
             "tenant_id": tenant_id,
@@ -183,9 +141,8 @@ class IntegrationService:
             "updated_at": now,
             "deleted_at": None,
         }
-
         # The partial unique index decides: one statement inserts unless a live row exists.
-        if not self.database.write(rows.insert_if_new, values):
+        if not await self.database.transaction(rows.insert_if_new, values):
             raise ValidationError({"provider": [DUPLICATE_MESSAGE]})
         logger.info(
             "integration %s created for tenant %s (provider %s, fields %s)",
@@ -196,44 +153,70 @@ class IntegrationService:
         )
         self._on_pending()
         # The row is what was inserted (no database default fills a shown column).
-        return self._view([values[name] for name in VIEW_NAMES])
+        return self._view([values[name] for name in rows.VIEW_COLUMNS])
 
-    def update(self, tenant_id: str, integration_id: str, payload: Any) -> IntegrationView:
-        queued = False
+    async def update(self, tenant_id: str, integration_id: str, payload: Any) -> IntegrationView:
+        for _ in range(UPDATE_TRIES):
+            updated = await self._try_update(tenant_id, integration_id, payload)
+            if updated is not None:
+                return updated
+        raise ConflictError(
+            "The integration kept changing while it was being updated; send the request again."
+        )
 
-        def apply(conn: sa.Connection) -> sa.Row[Any]:
-            nonlocal queued
-            row = self._row(conn, tenant_id, integration_id)
-            provider = self._provider(row.provider)
-            request = validate_update(payload, provider)
-            now = utcnow()
-            values: dict[str, Any] = {}
-            if request.enabled_capabilities is not None:
-                values["enabled_capabilities"] = request.enabled_capabilities
-            if request.metadata is not None:
-                values["metadata"] = request.metadata
-            if request.credentials:
-                values.update(self._credential_changes(row, provider, request.credentials, now))
-                queued = values.get("status") == Status.PENDING_VERIFY.value
-            if values:
-                values["updated_at"] = now
-                rows.update(conn, row.id, values)
-            logger.info(
-                "integration %s updated (%s)",
-                row.id,
-                ",".join(sorted(k for k in values if k != "updated_at")) or "no change",
-            )
-            return self._row(conn, tenant_id, integration_id)
+    async def _try_update(
+        self, tenant_id: str, integration_id: str, payload: Any
+    ) -> IntegrationView | None:
+        """One try of :meth:`update`: ``None`` if the row changed between the read and the
+        write (the caller starts again), so it may be repeated."""
+        row = await self.database.read(self._row, tenant_id, integration_id)
+        provider = self._provider(row.provider)
+        request = validate_update(payload, provider)
+        now = utcnow()
+        values: dict[str, Any] = {}
+        if request.enabled_capabilities is not None:
+            values["enabled_capabilities"] = request.enabled_capabilities
+        if request.metadata is not None:
+            values["metadata"] = request.metadata
+        credentials = (
+            await self._credential_changes(row, provider, request.credentials, now)
+            if request.credentials
+            else {}
+        )
 
-        row = self.database.write(apply)
-        if queued:
+        def write(conn: sa.Connection) -> sa.Row[Any] | None:
+            if credentials:
+                moved = rows.change_status(
+                    conn,
+                    row.id,
+                    Action.CREDENTIALS_CHANGED,
+                    current=row.status,
+                    verification=None,
+                    now=now,
+                    also={**values, **credentials},
+                    only_if={"credentials_version": row.credentials_version},
+                )
+            elif values:
+                moved = rows.update_fields(conn, row.id, {**values, "updated_at": now})
+            else:
+                moved = True
+            return rows.find(conn, tenant_id, row.id) if moved else None
+
+        written = await self.database.transaction(write)
+        if written is None:
+            if await self.database.read(rows.find, tenant_id, integration_id) is None:
+                raise NotFoundError(NOT_FOUND_MESSAGE)  # deleted meanwhile
+            return None
+        changed = sorted({*values, *credentials} - {"updated_at"})
+        logger.info("integration %s updated (%s)", row.id, ",".join(changed) or "no change")
+        if credentials:
             self._on_pending()
-        return self.view(row)
+        return self.view(written)
 
-    def _credential_changes(
+    async def _credential_changes(
         self, row: sa.Row[Any], provider: Provider, sent: dict[str, Any], now: dt.datetime
     ) -> dict[str, Any]:
-        """New credential columns for ``sent`` merged over the stored values.
+        """New credential columns for ``sent`` merged over the stored values, or ``{}``.
 
         Fields not sent keep their stored values; an optional field sent as null is removed.
         Changed values re-seal (a new data key) and queue a new verification. Values equal
@@ -242,7 +225,7 @@ class IntegrationService:
         """
         context = SealContext(row.tenant_id, row.id, row.provider)
         stored_secret = (
-            open_credentials(row.sealed_credentials, context, self.key_provider)
+            await unseal(row.sealed_credentials, context, self.key_provider)
             if row.sealed_credentials
             else {}
         )
@@ -256,42 +239,42 @@ class IntegrationService:
             return {}
         return {
             "public_credentials": public,
-            "sealed_credentials": seal_credentials(secret, context, self.key_provider)
+            "sealed_credentials": await seal(secret, context, self.key_provider)
             if secret
             else None,
             "credentials_version": row.credentials_version + 1,
-            "status": next_status(Action.CREDENTIALS_CHANGED, row.status).value,
             "verified_at": None,
-            "verification": None,
             "verify_attempts": 0,
             "next_verify_at": now,
             "lease_owner": None,
             "lease_expires_at": None,
         }
 
-    def delete(self, tenant_id: str, integration_id: str) -> None:
-        def soft_delete(conn: sa.Connection) -> None:
-            row = self._row(conn, tenant_id, integration_id)
-            now = utcnow()
-            rows.update(conn, row.id, {"deleted_at": now, "updated_at": now, "lease_owner": None})
+    async def delete(self, tenant_id: str, integration_id: str) -> None:
+        if not await self.database.transaction(
+            rows.soft_delete, tenant_id, integration_id, utcnow()
+        ):
+            raise NotFoundError(NOT_FOUND_MESSAGE)
 
-        self.database.write(soft_delete)
+    async def activate(self, tenant_id: str, integration_id: str) -> IntegrationView:
+        return await self._move(tenant_id, integration_id, Action.ACTIVATE)
 
-    def activate(self, tenant_id: str, integration_id: str) -> IntegrationView:
-        return self._move(tenant_id, integration_id, Action.ACTIVATE)
+    async def disable(self, tenant_id: str, integration_id: str) -> IntegrationView:
+        return await self._move(tenant_id, integration_id, Action.DISABLE)
 
-    def disable(self, tenant_id: str, integration_id: str) -> IntegrationView:
-        return self._move(tenant_id, integration_id, Action.DISABLE)
-
-    def _move(self, tenant_id: str, integration_id: str, action: Action) -> IntegrationView:
+    async def _move(self, tenant_id: str, integration_id: str, action: Action) -> IntegrationView:
         def apply(conn: sa.Connection) -> sa.Row[Any]:
             row = self._row(conn, tenant_id, integration_id)
-            status = next_status(action, row.status)
-            rows.update(conn, row.id, {"status": status.value, "updated_at": utcnow()})
-            logger.info("integration %s: %s, %s -> %s", row.id, action, row.status, status)
+            # In one write transaction the row cannot change between the read and the move
+            # on SQLite; on PostgreSQL a concurrent move makes this one a 409, not a lost one.
+            if not rows.change_status(
+                conn, row.id, action, current=row.status, verification="keep", now=utcnow()
+            ):
+                raise ConflictError("The integration changed meanwhile; send the request again.")
+            logger.info("integration %s: %s from %s", row.id, action, row.status)
             return self._row(conn, tenant_id, integration_id)
 
-        return self.view(self.database.write(apply))
+        return self.view(await self.database.transaction(apply))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -311,10 +294,10 @@ class IntegrationService:
 
     def view(self, row: sa.Row[Any]) -> IntegrationView:
         """The API's view of a row read with SQLAlchemy."""
-        return self._view(tuple(getattr(row, name) for name in VIEW_NAMES))
+        return self._view(tuple(getattr(row, name) for name in rows.VIEW_COLUMNS))
 
     def _view(self, values: Sequence[Any]) -> IntegrationView:
-        """The view of VIEW_NAMES' values, raw (Database.fetch) or typed (SQLAlchemy)."""
+        """The view of VIEW_COLUMNS' values, raw (Database.fetch) or typed (SQLAlchemy)."""
         (
             integration_id,
             provider_name,

@@ -12,6 +12,7 @@ credentials_changed    any                 pending_verify      tenant (``PATCH``
 verification_accepted  pending_verify      active              verification worker
 verification_rejected  pending_verify      error               verification worker
 verification_gave_up   pending_verify      error               verification worker (max attempts)
+verification_deferred  pending_verify      pending_verify      verification worker (retry later)
 provider_auth_failed   active              error               dispatch (401/403 in a live call)
 =====================  ==================  ==================  =====================================
 
@@ -19,11 +20,17 @@ Decisions where the contract is silent: ``disable`` is refused from ``pending_ve
 ``error``: neither receives operations anyway, and an ``inactive`` row becomes ``active`` on
 ``activate`` *without* re-verification, so letting unverified rows through ``inactive`` would
 skip the credential check. ``DELETE`` (soft) is allowed from every status.
+
+Each move records what the check that caused it found, as one :class:`VerificationRecord`
+(shown to the tenant under ``metadata.verification``): the worker's checks and a refusal
+of the credentials during an operation write the same shape.
 """
 
 from __future__ import annotations
 
 import enum
+
+import msgspec
 
 from relaykit.errors import ConflictError
 
@@ -42,6 +49,7 @@ class Action(enum.StrEnum):
     VERIFICATION_ACCEPTED = "verification_accepted"
     VERIFICATION_REJECTED = "verification_rejected"
     VERIFICATION_GAVE_UP = "verification_gave_up"
+    VERIFICATION_DEFERRED = "verification_deferred"
     PROVIDER_AUTH_FAILED = "provider_auth_failed"
 
 
@@ -54,6 +62,7 @@ TRANSITIONS: dict[tuple[Action, Status], Status] = {
     (A.VERIFICATION_ACCEPTED, S.PENDING_VERIFY): S.ACTIVE,
     (A.VERIFICATION_REJECTED, S.PENDING_VERIFY): S.ERROR,
     (A.VERIFICATION_GAVE_UP, S.PENDING_VERIFY): S.ERROR,
+    (A.VERIFICATION_DEFERRED, S.PENDING_VERIFY): S.PENDING_VERIFY,
     (A.PROVIDER_AUTH_FAILED, S.ACTIVE): S.ERROR,
 }
 
@@ -91,5 +100,25 @@ def next_status(action: Action, current: Status | str) -> Status:
         raise ConflictError(reason) from None
 
 
-def allows(action: Action, current: Status | str) -> bool:
-    return (action, Status(current)) in TRANSITIONS
+class VerificationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What relaykit last concluded about an integration's credentials, and when.
+
+    ``outcome`` is the check's (``accepted``, ``rejected``, ``transient``) or
+    ``auth_failed`` for credentials a provider refused during an operation; ``message`` is
+    the provider's (or relaykit's) own words. Fields that do not apply are left out.
+    """
+
+    outcome: str
+    message: str
+    checked_at: str
+    #: checks counted so far (the worker's)
+    attempts: int | None = None
+    #: the provider's HTTP status, when it answered
+    provider_status: int | None = None
+    #: why the integration is in ``error`` (rejected, gave up, refused in an operation)
+    error: str | None = None
+    #: a transient failure's message, and when the next check is due
+    last_error: str | None = None
+    next_attempt_at: str | None = None
+    #: the operation whose provider call refused the credentials
+    operation_id: str | None = None

@@ -4,11 +4,9 @@ from 1 to 100 (default 25), newest rows last (ids are ULIDs, so id order is crea
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
-import sqlalchemy as sa
 
 from relaykit.errors import ValidationError
 
@@ -28,10 +26,6 @@ class Page(msgspec.Struct, Generic[T], frozen=True):
     def last_page(self) -> int:
         return max(1, math.ceil(self.total / self.per_page))
 
-    @property
-    def offset(self) -> int:
-        return (self.page - 1) * self.per_page
-
 
 def check_page(page: int, per_page: int, errors: dict[str, list[str]] | None = None) -> None:
     """Add page/per_page problems to ``errors``, or raise them when no dict is given."""
@@ -49,28 +43,3 @@ def check_choice(
 ) -> None:
     if value is not None and value not in choices:
         errors[name] = [f"The selected {name} is invalid. Use one of: {', '.join(choices)}."]
-
-
-def select_page(
-    conn: sa.Connection,
-    table: sa.Table,
-    conditions: Sequence[sa.ColumnElement[bool]],
-    *,
-    page: int,
-    per_page: int,
-    view: Callable[[Any], T],
-) -> Page[T]:
-    """One page of ``table``'s rows matching ``conditions``, in id (creation) order, and the
-    total: the list query of the routing-rule and delivery-attempt endpoints (the
-    integration list, the hottest, is plain SQL: see IntegrationService.list)."""
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(table).where(*conditions)
-    ).scalar_one()
-    rows = conn.execute(
-        sa.select(table)
-        .where(*conditions)
-        .order_by(table.c.id)
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    )
-    return Page([view(row) for row in rows], int(total), page, per_page)

@@ -29,11 +29,10 @@ import sqlalchemy as sa
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
-from relaykit.lifecycle import Status
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page, select_page
+from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
 from relaykit.storage import integrations as integration_rows
-from relaykit.storage.database import Database, json_value
-from relaykit.storage.models import integrations, routing_rules
+from relaykit.storage import routing_rules as rule_rows
+from relaykit.storage.database import Database, IntegrityError, json_value
 from relaykit.validation import Problems
 
 NOT_FOUND_MESSAGE = "Routing rule not found."
@@ -59,7 +58,6 @@ class RouteCandidate(msgspec.Struct, frozen=True):
     provider: str
     public_credentials: dict[str, Any]
     sealed_credentials: bytes | None
-    rule_id: str
 
 
 def _view(row: Any) -> RoutingRuleView:
@@ -82,59 +80,62 @@ class RoutingService:
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def create(self, tenant_id: str, payload: Any) -> RoutingRuleView:
+    async def create(self, tenant_id: str, payload: Any) -> RoutingRuleView:
         def apply(conn: sa.Connection) -> RoutingRuleView:
             values = self._validated(conn, tenant_id, payload, current=None)
             now = utcnow()
             rule_id = new_id()
             if values["is_default"]:
-                self._clear_default(conn, tenant_id, values["capability"], now)
-            conn.execute(
-                routing_rules.insert().values(
-                    id=rule_id, tenant_id=tenant_id, created_at=now, updated_at=now, **values
-                )
+                rule_rows.clear_default(conn, tenant_id, values["capability"], now)
+            rule_rows.insert(
+                conn,
+                {
+                    "id": rule_id,
+                    "tenant_id": tenant_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    **values,
+                },
             )
             return _view(self._row(conn, tenant_id, rule_id))
 
-        return self._write_rule(apply)
+        return await self._write_rule(apply)
 
-    def update(self, tenant_id: str, rule_id: str, payload: Any) -> RoutingRuleView:
+    async def update(self, tenant_id: str, rule_id: str, payload: Any) -> RoutingRuleView:
         def apply(conn: sa.Connection) -> RoutingRuleView:
             current = self._row(conn, tenant_id, rule_id)
             values = self._validated(conn, tenant_id, payload, current=current)
             now = utcnow()
             if values["is_default"]:
-                self._clear_default(conn, tenant_id, values["capability"], now, keep=rule_id)
-            conn.execute(
-                routing_rules.update()
-                .where(routing_rules.c.id == rule_id)
-                .values(updated_at=now, **values)
-            )
+                rule_rows.clear_default(conn, tenant_id, values["capability"], now, keep=rule_id)
+            rule_rows.update(conn, rule_id, {"updated_at": now, **values})
             return _view(self._row(conn, tenant_id, rule_id))
 
-        return self._write_rule(apply)
+        return await self._write_rule(apply)
 
-    def _write_rule(self, apply: Callable[[sa.Connection], RoutingRuleView]) -> RoutingRuleView:
+    async def _write_rule(
+        self, apply: Callable[[sa.Connection], RoutingRuleView]
+    ) -> RoutingRuleView:
         try:
-            return self.database.write(apply)
-        except sa.exc.IntegrityError:
+            return await self.database.transaction(apply)
+        except IntegrityError:
             # Two rules made the default of one capability at the same moment (PostgreSQL):
             # the partial unique index let one through.
             raise ConflictError(
                 "Another default rule for this capability was written at the same time; retry."
             ) from None
 
-    def get(self, tenant_id: str, rule_id: str) -> RoutingRuleView:
-        return self.database.read(lambda conn: _view(self._row(conn, tenant_id, rule_id)))
+    async def get(self, tenant_id: str, rule_id: str) -> RoutingRuleView:
+        return _view(await self.database.read(self._row, tenant_id, rule_id))
 
-    def delete(self, tenant_id: str, rule_id: str) -> None:
+    async def delete(self, tenant_id: str, rule_id: str) -> None:
         def apply(conn: sa.Connection) -> None:
             self._row(conn, tenant_id, rule_id)
-            conn.execute(routing_rules.delete().where(routing_rules.c.id == rule_id))
+            rule_rows.delete(conn, rule_id)
 
-        self.database.write(apply)
+        await self.database.transaction(apply)
 
-    def list(
+    async def list(
         self,
         tenant_id: str,
         *,
@@ -147,39 +148,17 @@ class RoutingService:
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)
-        conditions = [routing_rules.c.tenant_id == tenant_id]
-        if capability is not None:
-            conditions.append(routing_rules.c.capability == capability)
-
-        return self.database.read(
-            lambda conn: select_page(
-                conn, routing_rules, conditions, page=page, per_page=per_page, view=_view
+        return await self.database.read(
+            lambda conn: rule_rows.page_of(
+                conn, tenant_id, capability=capability, page=page, per_page=per_page, view=_view
             )
         )
 
     def _row(self, conn: sa.Connection, tenant_id: str, rule_id: str) -> Any:
-        row = conn.execute(
-            sa.select(routing_rules).where(
-                routing_rules.c.id == rule_id, routing_rules.c.tenant_id == tenant_id
-            )
-        ).first()
+        row = rule_rows.find(conn, tenant_id, rule_id)
         if row is None:
             raise NotFoundError(NOT_FOUND_MESSAGE)
         return row
-
-    def _clear_default(
-        self, conn: sa.Connection, tenant_id: str, capability: str, now: Any, keep: str = ""
-    ) -> None:
-        conn.execute(
-            routing_rules.update()
-            .where(
-                routing_rules.c.tenant_id == tenant_id,
-                routing_rules.c.capability == capability,
-                routing_rules.c.is_default.is_(True),
-                routing_rules.c.id != keep,
-            )
-            .values(is_default=False, updated_at=now)
-        )
 
     def _validated(
         self, conn: sa.Connection, tenant_id: str, payload: Any, *, current: Any
@@ -241,61 +220,35 @@ class RoutingService:
 
     # -- resolution ------------------------------------------------------------------------------
 
-    def candidates(
-        self, conn: sa.Connection, tenant_id: str, capability: str
-    ) -> builtins.list[RouteCandidate]:
-        """The integrations to try for ``capability``, in order, usable right now (inside a
-        transaction the caller holds)."""
-        found = conn.exec_driver_sql(
-            self.database.driver_sql(CANDIDATES_SQL), (tenant_id, capability)
-        ).all()
-        return candidates_from(found, capability)
-
-    def candidates_now(self, tenant_id: str, capability: str) -> builtins.list[RouteCandidate]:
-        """:meth:`candidates` in a read of its own (plain SQL: the dispatch's hot read)."""
+    async def candidates(self, tenant_id: str, capability: str) -> builtins.list[RouteCandidate]:
+        """The integrations to try for ``capability``, in order, usable right now."""
         return candidates_from(
-            self.database.fetch(CANDIDATES_SQL, (tenant_id, capability)), capability
+            await rule_rows.route_rows(self.database, tenant_id, capability), capability
         )
 
-    def still_usable(
-        self, conn: sa.Connection, tenant_id: str, integration_id: str, capability: str
-    ) -> bool:
-        row = conn.execute(
-            sa.select(integrations.c.enabled_capabilities).where(
-                integrations.c.id == integration_id,
-                integrations.c.tenant_id == tenant_id,
-                integrations.c.status == Status.ACTIVE.value,
-                integrations.c.deleted_at.is_(None),
-            )
-        ).first()
-        return row is not None and capability in row.enabled_capabilities
+    def candidates_in(
+        self, conn: sa.Connection, tenant_id: str, capability: str
+    ) -> builtins.list[RouteCandidate]:
+        """:meth:`candidates` inside a transaction the caller holds."""
+        return candidates_from(rule_rows.route_rows_in(conn, tenant_id, capability), capability)
+
+    async def still_usable(self, tenant_id: str, integration_id: str, capability: str) -> bool:
+        """Whether the integration may still be tried: live, active, capability enabled."""
+        return await self.database.read(
+            integration_rows.usable_for, tenant_id, integration_id, capability
+        )
 
 
-#: The tenant's rules for a capability (default first, then by priority, then oldest), each
-#: with its integration and fallback that are active right now: one statement, so the route
-#: is one snapshot. ('active' is Status.ACTIVE, checked at import below.)
-CANDIDATES_SQL = (
-    "SELECT r.id, r.integration_id, r.fallback_integration_id,"
-    " i.id, i.provider, i.enabled_capabilities, i.public_credentials, i.sealed_credentials"
-    " FROM routing_rules r LEFT JOIN integrations i"
-    " ON i.id IN (r.integration_id, r.fallback_integration_id) AND i.tenant_id = r.tenant_id"
-    " AND i.status = 'active' AND i.deleted_at IS NULL"
-    " WHERE r.tenant_id = ? AND r.capability = ?"
-    " ORDER BY r.is_default DESC, r.priority DESC, r.id"
-)
-
-assert Status.ACTIVE.value == "active"
-
-
-def candidates_from(found: Sequence[Any], capability: str) -> list[RouteCandidate]:
-    """The candidates in :data:`CANDIDATES_SQL`'s rows: each rule's integration, then its
-    fallback, in rule order, each integration once, those with ``capability`` enabled."""
-    order: list[tuple[str, str]] = []
+def candidates_from(found: Sequence[Sequence[Any]], capability: str) -> list[RouteCandidate]:
+    """The candidates in the route's rows (:func:`relaykit.storage.routing_rules.route_rows`):
+    each rule's integration, then its fallback, in rule order, each integration once, those
+    active with ``capability`` enabled."""
+    order: list[str] = []
     usable: dict[str, Any] = {}
-    for rule_id, integration_id, fallback_id, found_id, *integration in found:
+    for _rule_id, integration_id, fallback_id, found_id, *integration in found:
         for candidate in (integration_id, fallback_id):
-            if candidate and all(candidate != seen for seen, _ in order):
-                order.append((candidate, rule_id))
+            if candidate and candidate not in order:
+                order.append(candidate)
         if found_id is not None and found_id not in usable:
             provider, capabilities, public, sealed = integration
             if capability in json_value(capabilities):
@@ -306,8 +259,7 @@ def candidates_from(found: Sequence[Any], capability: str) -> list[RouteCandidat
             provider=usable[integration_id][0],
             public_credentials=dict(usable[integration_id][1]),
             sealed_credentials=usable[integration_id][2],
-            rule_id=rule_id,
         )
-        for integration_id, rule_id in order
+        for integration_id in order
         if integration_id in usable
     ]

@@ -1,11 +1,12 @@
 """The verification worker: the integrations table is the queue.
 
-One loop claims due ``pending_verify`` rows in a single statement that sets a lease
-(``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING …``; on PostgreSQL the inner select is
-``FOR UPDATE SKIP LOCKED``, on SQLite the write transaction is ``BEGIN IMMEDIATE``), then
-checks each with its provider, with no transaction open across the provider call. A result
-is applied only if the row still carries this worker's lease and the credentials version
-the check started from, and is still a live ``pending_verify`` row: a PATCH, a delete or a
+One loop claims due ``pending_verify`` rows with a lease, in one statement
+(:func:`relaykit.storage.integrations.claim_due_verifications`: rows another worker is
+claiming are skipped on PostgreSQL, and SQLite's write lock serializes claims), then checks
+each with its provider, with no transaction open across the provider call. A result is
+applied only if the row still carries this worker's lease and the credentials version the
+check started from, and is still a live ``pending_verify`` row
+(:func:`~relaykit.storage.integrations.record_verification_result`): a PATCH, a delete or a
 reclaim after an expired lease during the check discards the stale result.
 
 Outcomes (through :mod:`relaykit.lifecycle`):
@@ -33,84 +34,28 @@ import math
 import os
 import random
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 import httpx
 import msgspec
-import sqlalchemy as sa
 
 from relaykit.catalog import Catalog
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id, utcnow
-from relaykit.lifecycle import Action, Status, next_status
+from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
+from relaykit.provider_http import ProviderClients, ProviderContext
 from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, open_credentials
 from relaykit.settings import Settings
-from relaykit.storage.database import Database
-from relaykit.storage.models import integrations
-from relaykit.verification import (
-    Outcome,
-    ProviderClients,
-    ProviderContext,
-    VerificationResult,
-    run_verifier,
-)
+from relaykit.storage import integrations as rows
+from relaykit.storage.database import Database, OperationalError
+from relaykit.verification import VerificationOutcome, VerificationResult, run_verifier
 
 logger = logging.getLogger("relaykit.worker")
 
 #: How long a stopping worker lets checks in flight finish before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 5.0
-
-
-# The worker's statements, built once: SQLAlchemy reuses their compiled form, where building
-# them per call cost more than running them (docs/performance.md).
-def _claim_statement(*, skip_locked: bool) -> sa.Update:
-    """Lease up to ``b_limit`` rows due at ``b_now``, oldest due first; return what a check
-    needs. On PostgreSQL the rows other workers are claiming are skipped, not waited for."""
-    t = integrations
-    due = (
-        sa.select(t.c.id)
-        .where(
-            t.c.status == Status.PENDING_VERIFY.value,
-            t.c.deleted_at.is_(None),
-            t.c.next_verify_at <= sa.bindparam("b_now"),
-            sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < sa.bindparam("b_now")),
-        )
-        .order_by(t.c.next_verify_at)
-        .limit(sa.bindparam("b_limit"))
-    )
-    if skip_locked:
-        due = due.with_for_update(skip_locked=True)
-    return (
-        t.update()
-        .where(t.c.id.in_(due.scalar_subquery()))
-        .values(verify_attempts=t.c.verify_attempts + 1)
-        .returning(
-            t.c.id,
-            t.c.tenant_id,
-            t.c.provider,
-            t.c.public_credentials,
-            t.c.sealed_credentials,
-            t.c.credentials_version,
-            t.c.verify_attempts,
-        )
-    )
-
-
-_CLAIM_SQLITE = _claim_statement(skip_locked=False)
-_CLAIM_SKIP_LOCKED = _claim_statement(skip_locked=True)
-#: Record a result, only on the row as it was claimed (same lease, same credentials, still
-#: pending, not deleted); the SET columns come from the parameters.
-_APPLY_RESULT = integrations.update().where(
-    integrations.c.id == sa.bindparam("b_id"),
-    integrations.c.lease_owner == sa.bindparam("b_owner"),
-    integrations.c.credentials_version == sa.bindparam("b_version"),
-    integrations.c.status == Status.PENDING_VERIFY.value,
-    integrations.c.deleted_at.is_(None),
-)
 
 
 class VerificationJob(msgspec.Struct, frozen=True):
@@ -202,7 +147,7 @@ class VerificationWorker:
                     group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                released = await anyio.to_thread.run_sync(self._release_leases)
+                released = await self._release_leases()
                 await self._clients.aclose()
             logger.info("verification worker %s stopped (%d leases returned)", self.owner, released)
 
@@ -212,8 +157,8 @@ class VerificationWorker:
             claimed: list[VerificationJob] = []
             if free > 0:
                 try:
-                    claimed = await self._claim_async(free)
-                except sa.exc.OperationalError as exc:  # a locked or unreachable database
+                    claimed = await self._claim(free)
+                except OperationalError as exc:  # a locked or unreachable database
                     logger.warning("claiming verifications failed: %s", type(exc).__name__)
             for job in claimed:
                 self._in_flight += 1
@@ -239,21 +184,21 @@ class VerificationWorker:
         self._wakeup = asyncio.Event()
         with anyio.fail_after(timeout):
             while True:
-                jobs = await self._claim_async(self.settings.worker_concurrency)
+                jobs = await self._claim(self.settings.worker_concurrency)
                 if not jobs:
                     break
                 async with anyio.create_task_group() as group:
                     for job in jobs:
                         self._in_flight += 1
                         group.start_soon(self._check, job)
-        await anyio.to_thread.run_sync(self._release_leases)
+        await self._release_leases()
 
     # -- one check -------------------------------------------------------------------------
 
     async def _check(self, job: VerificationJob) -> None:
         try:
             result = await self._verify(job)
-            await self._apply_async(job, result)
+            await self._apply(job, result)
         except Exception:
             # Never let one check take the worker down; the lease expires and it is retried.
             logger.exception("verification of integration %s failed unexpectedly", job.id)
@@ -285,84 +230,55 @@ class VerificationWorker:
 
     # -- the database side -------------------------------------------------------------------
 
-    def _claim(self, limit: int) -> list[VerificationJob]:
+    async def _claim(self, limit: int) -> list[VerificationJob]:
         """Claim up to ``limit`` due rows (their leases) and open their credentials."""
-        return self._claimed(self.database.write(self._claimer(limit)))
-
-    async def _claim_async(self, limit: int) -> list[VerificationJob]:
-        """:meth:`_claim` from the event loop: inline while SQLite's write lock is free; the
-        credentials are opened on the loop only with an in-process key provider."""
-        jobs = await self.database.run_write(self._claimer(limit))
-        return await call_with_key_provider(self.key_provider, self._claimed, jobs)
-
-    def _claimed(self, jobs: list[VerificationJob]) -> list[VerificationJob]:
-        opened = [self._with_credentials(job) for job in jobs]
+        now = utcnow()
+        claimed = await self.database.transaction(
+            rows.claim_due_verifications,
+            owner=self.owner,
+            limit=limit,
+            now=now,
+            lease_until=now + dt.timedelta(seconds=self.settings.verify_lease),
+        )
+        jobs = [
+            VerificationJob(
+                id=r.id,
+                tenant_id=r.tenant_id,
+                provider=r.provider,
+                public_credentials=dict(r.public_credentials or {}),
+                sealed_credentials=r.sealed_credentials,
+                credentials_version=r.credentials_version,
+                attempt=r.verify_attempts,
+            )
+            for r in claimed
+        ]
+        opened = await call_with_key_provider(self.key_provider, self._with_credentials, jobs)
         self.stats["claimed"] += len(opened)
         return opened
 
-    def _claimer(self, limit: int) -> Callable[[sa.Connection], list[VerificationJob]]:
-        now = utcnow()
-        claim = _CLAIM_SQLITE if self.database.is_sqlite else _CLAIM_SKIP_LOCKED
-        params = {
-            "b_now": now,
-            "b_limit": limit,
-            "lease_owner": self.owner,
-            "lease_expires_at": now + dt.timedelta(seconds=self.settings.verify_lease),
-        }
+    def _with_credentials(self, jobs: list[VerificationJob]) -> list[VerificationJob]:
+        opened = []
+        for job in jobs:
+            try:
+                opened.append(msgspec.structs.replace(job, credentials=self._open(job)))
+            except RelaykitError as exc:
+                opened.append(msgspec.structs.replace(job, open_error=str(exc)))
+        return opened
 
-        def run(conn: sa.Connection) -> list[VerificationJob]:
-            return [
-                VerificationJob(
-                    id=r.id,
-                    tenant_id=r.tenant_id,
-                    provider=r.provider,
-                    public_credentials=dict(r.public_credentials or {}),
-                    sealed_credentials=r.sealed_credentials,
-                    credentials_version=r.credentials_version,
-                    attempt=r.verify_attempts,
-                )
-                for r in conn.execute(claim, params)
-            ]
-
-        return run
-
-    def _with_credentials(self, job: VerificationJob) -> VerificationJob:
-        try:
-            return msgspec.structs.replace(job, credentials=self._open(job))
-        except RelaykitError as exc:
-            return msgspec.structs.replace(job, open_error=str(exc))
-
-    def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
+    async def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
         """Record the check's result on the row, if the row is still the one checked."""
-        update, values = self._result_update(job, result)
-        applied = self.database.write(update)
-        self._applied(job, result, values, applied)
-
-    async def _apply_async(self, job: VerificationJob, result: VerificationResult) -> None:
-        """:meth:`_apply` from the event loop: inline while SQLite's write lock is free."""
-        update, values = self._result_update(job, result)
-        applied = await self.database.run_write(update)
-        self._applied(job, result, values, applied)
-
-    def _result_update(
-        self, job: VerificationJob, result: VerificationResult
-    ) -> tuple[Callable[[sa.Connection], int], dict[str, Any]]:
         now = utcnow()
-        values = self._outcome_values(job, result, now)
-        params = {
-            **values,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-            "b_id": job.id,
-            "b_owner": self.owner,
-            "b_version": job.credentials_version,
-        }
-        return (lambda conn: conn.execute(_APPLY_RESULT, params).rowcount), values
-
-    def _applied(
-        self, job: VerificationJob, result: VerificationResult, values: dict[str, Any], applied: int
-    ) -> None:
+        action, record, next_at = self._outcome(job, result, now)
+        applied = await self.database.transaction(
+            rows.record_verification_result,
+            job.id,
+            owner=self.owner,
+            credentials_version=job.credentials_version,
+            action=action,
+            verification=record,
+            now=now,
+            next_verify_at=next_at,
+        )
         if not applied:
             self.stats["stale"] += 1
             logger.info(
@@ -370,8 +286,11 @@ class VerificationWorker:
                 job.id,
             )
             return
-        status = values.get("status", Status.PENDING_VERIFY.value)
-        key = {"active": "active", "error": "error"}.get(status, "retry")
+        key = {
+            Action.VERIFICATION_ACCEPTED: "active",
+            Action.VERIFICATION_REJECTED: "error",
+            Action.VERIFICATION_GAVE_UP: "error",
+        }.get(action, "retry")
         self.stats[key] += 1
         logger.info(
             "integration %s verification %s (attempt %d): %s -> %s",
@@ -379,42 +298,31 @@ class VerificationWorker:
             result.outcome,
             job.attempt,
             Status.PENDING_VERIFY.value,
-            status,
+            next_status(action, Status.PENDING_VERIFY).value,
         )
 
-    def _outcome_values(
+    def _outcome(
         self, job: VerificationJob, result: VerificationResult, now: dt.datetime
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "outcome": result.outcome.value,
-            "message": result.message,
-            "attempts": job.attempt,
-            "checked_at": isoformat_z(now),
-        }
-        if result.status_code is not None:
-            record["provider_status"] = result.status_code
-        if result.outcome is Outcome.ACCEPTED:
-            return {
-                "status": next_status(Action.VERIFICATION_ACCEPTED, Status.PENDING_VERIFY).value,
-                "verified_at": now,
-                "verification": record,
-                "next_verify_at": None,
-            }
-        if result.outcome is Outcome.REJECTED:
-            return {
-                "status": next_status(Action.VERIFICATION_REJECTED, Status.PENDING_VERIFY).value,
-                "verification": {**record, "error": result.message},
-                "next_verify_at": None,
-            }
+    ) -> tuple[Action, VerificationRecord, dt.datetime | None]:
+        """The lifecycle action a result means, its record, and when to check next."""
+        record = VerificationRecord(
+            outcome=result.outcome.value,
+            message=result.message,
+            attempts=job.attempt,
+            checked_at=isoformat_z(now) or "",
+            provider_status=result.status_code,
+        )
+        if result.outcome is VerificationOutcome.ACCEPTED:
+            return Action.VERIFICATION_ACCEPTED, record, None
+        if result.outcome is VerificationOutcome.REJECTED:
+            return (
+                Action.VERIFICATION_REJECTED,
+                msgspec.structs.replace(record, error=result.message),
+                None,
+            )
         if job.attempt >= self.settings.verify_max_attempts:
-            return {
-                "status": next_status(Action.VERIFICATION_GAVE_UP, Status.PENDING_VERIFY).value,
-                "verification": {
-                    **record,
-                    "error": f"Verification gave up after {job.attempt} attempts: {result.message}",
-                },
-                "next_verify_at": None,
-            }
+            error = f"Verification gave up after {job.attempt} attempts: {result.message}"
+            return Action.VERIFICATION_GAVE_UP, msgspec.structs.replace(record, error=error), None
         delay = backoff_delay(
             job.attempt,
             base=self.settings.verify_backoff_base,
@@ -423,27 +331,11 @@ class VerificationWorker:
             rng=self._rng,
         )
         next_at = now + dt.timedelta(seconds=delay)
-        return {
-            "verification": {
-                **record,
-                "last_error": result.message,
-                "next_attempt_at": isoformat_z(next_at),
-            },
-            "next_verify_at": next_at,
-        }
-
-    def _release_leases(self) -> int:
-        """Return the leases of checks that did not finish; their attempt does not count."""
-        t = integrations
-        statement = (
-            t.update()
-            .where(t.c.lease_owner == self.owner)
-            .values(
-                lease_owner=None,
-                lease_expires_at=None,
-                verify_attempts=sa.func.max(t.c.verify_attempts - 1, 0)
-                if self.database.is_sqlite
-                else sa.func.greatest(t.c.verify_attempts - 1, 0),
-            )
+        record = msgspec.structs.replace(
+            record, last_error=result.message, next_attempt_at=isoformat_z(next_at)
         )
-        return int(self.database.write(lambda conn: conn.execute(statement).rowcount))
+        return Action.VERIFICATION_DEFERRED, record, next_at
+
+    async def _release_leases(self) -> int:
+        """Return the leases of checks that did not finish; their attempt does not count."""
+        return await self.database.transaction(rows.release_leases, self.owner)

@@ -16,16 +16,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 import relaykit
 from relaykit import redaction
-from relaykit.deliveries import DeliveryAttemptService
-from relaykit.dispatch import Dispatcher
-from relaykit.integrations import IntegrationService
-from relaykit.keys import load_key_provider
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
-from relaykit.routing import RoutingService
-from relaykit.sealing import runs_in_process
+from relaykit.services import Services
 from relaykit.settings import Settings
-from relaykit.storage.database import open_database
-from relaykit.worker import VerificationWorker
 from relaykit_server.auth import BearerTokenMiddleware
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
@@ -36,7 +29,6 @@ from relaykit_server.controllers.routing import (
 )
 from relaykit_server.envelope import success
 from relaykit_server.errors import EXCEPTION_HANDLERS
-from relaykit_server.state import AppResources
 
 logger = logging.getLogger("relaykit.server")
 
@@ -63,52 +55,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pm = plugin_manager or get_plugin_manager()
-        catalog = pm.catalog()  # a duplicate provider name stops the start-up here
-        for error in catalog.errors:
-            logger.warning(
-                "plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error
-            )
-        database = open_database(settings)
-        keyring = load_key_provider(settings, pm)
-        worker = (
-            VerificationWorker(settings, database, catalog, keyring)
-            if settings.embedded_worker
-            else None
-        )
-        routing = RoutingService(database, catalog)
-        dispatcher = Dispatcher(settings, database, catalog, keyring, routing)
-        app.state.resources = AppResources(
-            settings=settings,
-            database=database,
-            catalog=catalog,
-            integrations=IntegrationService(
-                database, catalog, keyring, on_pending=worker.wake if worker else None
-            ),
-            routing=routing,
-            dispatcher=dispatcher,
-            deliveries=DeliveryAttemptService(database, catalog),
-            worker=worker,
-            inline_service_calls=database.inline_writes_allowed and runs_in_process(keyring),
-        )
-        logger.info(
-            "relaykit started: %d providers (%s), database %s",
-            len(catalog),
-            ", ".join(catalog.names) or "none",
-            database.url.render_as_string(hide_password=True),
-        )
+        # A duplicate provider name among the plugins stops the start-up here.
+        services = Services.open(settings, plugin_manager or get_plugin_manager())
+        app.state.services = services
         try:
             async with anyio.create_task_group() as group:
-                if worker is not None:
-                    group.start_soon(worker.run)
+                if services.worker is not None:
+                    group.start_soon(services.worker.run)
                 try:
                     yield
                 finally:
-                    if worker is not None:
-                        worker.stop()
-                    await dispatcher.aclose()
+                    await services.aclose()
         finally:
-            database.dispose()
+            services.dispose()
 
     api = Router(
         path=API_PREFIX,

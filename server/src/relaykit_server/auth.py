@@ -12,15 +12,11 @@ building a connection and a header map, is a measurable part of a cached list's 
 
 from __future__ import annotations
 
-import hashlib
-
 import msgspec
 from litestar.exceptions import NotAuthorizedException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from relaykit.storage.database import Database
-from relaykit.storage.tenants import authenticate, token_query, token_tenant
-from relaykit_server.state import AppResources
+from relaykit_server.state import services_of
 
 MAX_TOKEN_LENGTH = 200
 
@@ -39,11 +35,11 @@ class BearerTokenMiddleware:
         if scope.get("method") == "OPTIONS":  # as Litestar's own auth middleware: preflight
             await self.app(scope, receive, send)
             return
-        database = AppResources.of(scope["app"]).database
-        # One request, one check for commits by others (Database.read_scope): the token
+        services = services_of(scope["app"])
+        # One request, one check for commits by others (the read cache's scope): the token
         # lookup and the request's own cached reads share it.
-        with database.read_scope():
-            tenant_id = await tenant_of(database, bearer_token(scope))
+        with services.request_scope():
+            tenant_id = await services.authenticate(bearer_token(scope))
             if tenant_id is None:
                 raise NotAuthorizedException()
             scope["user"] = Principal(tenant_id)
@@ -61,15 +57,3 @@ def bearer_token(scope: Scope) -> str | None:
                 return None
             return token
     return None
-
-
-async def tenant_of(database: Database, token: str | None) -> str | None:
-    """The tenant ``token`` stands for. Where the read cache is on, the answer is kept until
-    the next commit (a token created or revoked is seen by the next request), keyed by the
-    token's digest, not the token."""
-    if token is None:
-        return None
-    if database.read_cache:
-        digest = hashlib.sha256(token.encode()).digest()
-        return database.cached(("token", digest), lambda: authenticate(database, token))
-    return token_tenant(token, await database.run_fetch(*token_query(token)))

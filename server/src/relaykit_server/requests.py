@@ -1,14 +1,12 @@
-"""What every controller needs from a request: the JSON body, paging parameters, a thread
-hop for the synchronous services, and the paginated response."""
+"""What every controller needs from a request: the JSON body, paging parameters, the cached
+GET, and the paginated response."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
-import anyio.to_thread
 import msgspec
 from litestar import MediaType, Request, Response
 
@@ -17,8 +15,8 @@ from relaykit.pagination import DEFAULT_PER_PAGE, Page
 from relaykit_server.auth import Principal
 from relaykit_server.envelope import success
 from relaykit_server.errors import MalformedBodyError
+from relaykit_server.state import services_of
 
-T = TypeVar("T")
 ApiRequest = Request[Principal, Any, Any]
 
 
@@ -35,51 +33,22 @@ async def read_json(request: ApiRequest) -> Any:
         raise ValidationError({"body": ["The request body is nested too deeply."]}) from None
 
 
-async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a synchronous service call (one transaction) in a worker thread."""
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+async def cached_read(
+    request: ApiRequest, build: Callable[[], Awaitable[Response[Any]]]
+) -> Response[Any]:
+    """A GET's response from ``build`` (reads only), reused byte for byte for the same
+    tenant, path and query until the next commit to the database (the core's read cache:
+    SQLite, RELAYKIT_READ_CACHE). Errors are raised, never kept."""
+    services = services_of(request.app)
+    if not services.read_cache:
+        return await build()
 
-
-async def read_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a synchronous read-only service call: inline where the database allows it
-    (SQLite, see Database.inline_reads), else in a worker thread."""
-    from relaykit_server.state import AppResources
-
-    if AppResources.of(request.app).database.inline_reads:
-        return fn(*args, **kwargs)
-    return await in_thread(fn, *args, **kwargs)
-
-
-async def write_call(request: ApiRequest, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a service call that writes in one transaction: inline on SQLite while the write
-    lock is free (Database.inline_writes) and the key provider does no network I/O (the
-    call may seal or open credentials), else in a worker thread. Only for calls with a
-    single write transaction: one that finds the lock taken has not written yet, so it can
-    run again in the thread (sealing twice is harmless)."""
-    from relaykit_server.state import AppResources
-
-    resources = AppResources.of(request.app)
-    return await resources.database.call_inline_first(
-        functools.partial(fn, *args, **kwargs), inline=resources.inline_service_calls
-    )
-
-
-async def cached_read(request: ApiRequest, build: Callable[[], Response[Any]]) -> Response[Any]:
-    """A GET's response from ``build`` (synchronous reads only), reused byte for byte for
-    the same tenant, path and query until the next commit to the database
-    (Database.cached: SQLite, RELAYKIT_READ_CACHE). Errors are raised, never kept."""
-    from relaykit_server.state import AppResources
-
-    database = AppResources.of(request.app).database
-    if not database.read_cache:
-        return await read_call(request, build)
-
-    def render() -> tuple[bytes, int]:
-        response = build()
+    async def render() -> tuple[bytes, int]:
+        response = await build()
         return msgspec.json.encode(response.content), response.status_code or 200
 
     key = ("response", request.user.tenant_id, request.scope["path"], request.scope["query_string"])
-    body, status_code = database.cached(key, render)
+    body, status_code = await services.cached(key, render)
     return Response(body, status_code=status_code, media_type=MediaType.JSON)
 
 

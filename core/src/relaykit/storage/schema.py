@@ -49,4 +49,4 @@ def upgrade(database: Database, revision: str = "head") -> None:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 
-    database.write(run)
+    database.transaction_blocking(run)

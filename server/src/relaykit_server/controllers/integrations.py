@@ -14,21 +14,14 @@ from litestar.params import FromPath
 
 from relaykit.integrations import IntegrationService
 from relaykit_server.envelope import success
-from relaykit_server.requests import (
-    ApiRequest,
-    cached_read,
-    paginated,
-    paging,
-    read_json,
-    write_call,
-)
-from relaykit_server.state import AppResources
+from relaykit_server.requests import ApiRequest, cached_read, paginated, paging, read_json
+from relaykit_server.state import services_of
 
 BASE_PATH = "/api/v1/integrations"
 
 
 def service_of(request: ApiRequest) -> IntegrationService:
-    return AppResources.of(request.app).integrations
+    return services_of(request.app).integrations
 
 
 class IntegrationsController(Controller):
@@ -37,11 +30,11 @@ class IntegrationsController(Controller):
 
     @get("/", summary="List integrations")
     async def list_integrations(self, request: ApiRequest) -> Response[Any]:
-        def build() -> Response[Any]:
+        async def build() -> Response[Any]:
             page_number, per_page = paging(request)
             status = request.query_params.get("status") or None
             category = request.query_params.get("category") or None
-            page = service_of(request).list(
+            page = await service_of(request).list(
                 request.user.tenant_id,
                 status=status,
                 category=category,
@@ -55,53 +48,43 @@ class IntegrationsController(Controller):
     @post("/", summary="Configure an integration")
     async def create_integration(self, request: ApiRequest) -> Response[Any]:
         payload = await read_json(request)
-        view = await write_call(
-            request, service_of(request).create, request.user.tenant_id, payload
-        )
+        view = await service_of(request).create(request.user.tenant_id, payload)
         return success(view, message="Integration configured successfully", status_code=201)
 
     @get("/{integration_id:str}", summary="Get integration details")
     async def get_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        return await cached_read(
-            request,
-            lambda: success(service_of(request).get(request.user.tenant_id, integration_id)),
-        )
+        async def build() -> Response[Any]:
+            return success(await service_of(request).get(request.user.tenant_id, integration_id))
+
+        return await cached_read(request, build)
 
     @patch("/{integration_id:str}", summary="Update an integration")
     async def update_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
         payload = await read_json(request)
-        view = await write_call(
-            request, service_of(request).update, request.user.tenant_id, integration_id, payload
-        )
+        view = await service_of(request).update(request.user.tenant_id, integration_id, payload)
         return success(view, message="Integration updated successfully")
 
     @delete("/{integration_id:str}", summary="Delete an integration", status_code=200)
     async def delete_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        await write_call(
-            request, service_of(request).delete, request.user.tenant_id, integration_id
-        )
+        await service_of(request).delete(request.user.tenant_id, integration_id)
         return success(message="Integration deleted successfully", include_data=False)
 
     @post("/{integration_id:str}/activate", summary="Activate an integration", status_code=200)
     async def activate_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await write_call(
-            request, service_of(request).activate, request.user.tenant_id, integration_id
-        )
+        view = await service_of(request).activate(request.user.tenant_id, integration_id)
         return success(view, message="Integration activated successfully")
 
     @post("/{integration_id:str}/disable", summary="Disable an integration", status_code=200)
     async def disable_integration(
         self, request: ApiRequest, integration_id: FromPath[str]
     ) -> Response[Any]:
-        view = await write_call(
-            request, service_of(request).disable, request.user.tenant_id, integration_id
-        )
+        view = await service_of(request).disable(request.user.tenant_id, integration_id)
         return success(view, message="Integration disabled successfully")

@@ -7,10 +7,9 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get
 
-from relaykit.storage.integrations import configured_providers
 from relaykit_server.auth import Principal
 from relaykit_server.envelope import success
-from relaykit_server.state import AppResources
+from relaykit_server.state import services_of
 
 
 class ProviderView(msgspec.Struct, frozen=True):
@@ -28,8 +27,8 @@ class ProvidersController(Controller):
 
     @get("/", summary="List available providers")
     async def list_providers(self, request: Request[Principal, Any, Any]) -> Response[Any]:
-        resources = AppResources.of(request.app)
-        configured = await resources.database.run_read(configured_providers, request.user.tenant_id)
+        services = services_of(request.app)
+        configured = await services.integrations.configured_providers(request.user.tenant_id)
         data = [
             ProviderView(
                 name=info.name,
@@ -39,6 +38,6 @@ class ProvidersController(Controller):
                 credential_schema=msgspec.to_builtins(info.credential_schema),
                 is_configured=info.name in configured,
             )
-            for info in (provider.describe() for provider in resources.catalog)
+            for info in (provider.describe() for provider in services.catalog)
         ]
         return success(data, message="Providers retrieved successfully")

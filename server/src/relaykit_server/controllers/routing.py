@@ -12,15 +12,8 @@ from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath
 
 from relaykit_server.envelope import failure, success
-from relaykit_server.requests import (
-    ApiRequest,
-    in_thread,
-    paginated,
-    paging,
-    read_call,
-    read_json,
-)
-from relaykit_server.state import AppResources
+from relaykit_server.requests import ApiRequest, paginated, paging, read_json
+from relaykit_server.state import services_of
 
 
 class RoutingRulesController(Controller):
@@ -31,9 +24,7 @@ class RoutingRulesController(Controller):
     async def list_rules(self, request: ApiRequest) -> Response[Any]:
         page_number, per_page = paging(request)
         capability = request.query_params.get("capability") or None
-        page = await read_call(
-            request,
-            AppResources.of(request.app).routing.list,
+        page = await services_of(request.app).routing.list(
             request.user.tenant_id,
             capability=capability,
             page=page_number,
@@ -44,31 +35,25 @@ class RoutingRulesController(Controller):
     @post("/", summary="Create a routing rule")
     async def create_rule(self, request: ApiRequest) -> Response[Any]:
         payload = await read_json(request)
-        view = await in_thread(
-            AppResources.of(request.app).routing.create, request.user.tenant_id, payload
-        )
+        view = await services_of(request.app).routing.create(request.user.tenant_id, payload)
         return success(view, message="Routing rule created successfully", status_code=201)
 
     @get("/{rule_id:str}", summary="Get a routing rule")
     async def get_rule(self, request: ApiRequest, rule_id: FromPath[str]) -> Response[Any]:
-        view = await read_call(
-            request, AppResources.of(request.app).routing.get, request.user.tenant_id, rule_id
-        )
+        view = await services_of(request.app).routing.get(request.user.tenant_id, rule_id)
         return success(view)
 
     @patch("/{rule_id:str}", summary="Update a routing rule")
     async def update_rule(self, request: ApiRequest, rule_id: FromPath[str]) -> Response[Any]:
         payload = await read_json(request)
-        view = await in_thread(
-            AppResources.of(request.app).routing.update, request.user.tenant_id, rule_id, payload
+        view = await services_of(request.app).routing.update(
+            request.user.tenant_id, rule_id, payload
         )
         return success(view, message="Routing rule updated successfully")
 
     @delete("/{rule_id:str}", summary="Delete a routing rule", status_code=200)
     async def delete_rule(self, request: ApiRequest, rule_id: FromPath[str]) -> Response[Any]:
-        await in_thread(
-            AppResources.of(request.app).routing.delete, request.user.tenant_id, rule_id
-        )
+        await services_of(request.app).routing.delete(request.user.tenant_id, rule_id)
         return success(message="Routing rule deleted successfully", include_data=False)
 
 
@@ -80,7 +65,7 @@ class OperationsController(Controller):
     async def run_operation(self, request: ApiRequest, capability: FromPath[str]) -> Response[Any]:
         payload = await read_json(request)
         key = request.headers.get("idempotency-key")
-        outcome = await AppResources.of(request.app).dispatcher.dispatch(
+        outcome = await services_of(request.app).dispatcher.dispatch(
             request.user.tenant_id, capability, payload, key
         )
         if outcome.success:
@@ -99,9 +84,7 @@ class DeliveryAttemptsController(Controller):
             name: request.query_params.get(name) or None
             for name in ("integration_id", "capability", "status")
         }
-        page = await read_call(
-            request,
-            AppResources.of(request.app).deliveries.list,
+        page = await services_of(request.app).deliveries.list(
             request.user.tenant_id,
             page=page_number,
             per_page=per_page,
@@ -111,7 +94,5 @@ class DeliveryAttemptsController(Controller):
 
     @get("/{attempt_id:str}", summary="Get a delivery attempt")
     async def get_attempt(self, request: ApiRequest, attempt_id: FromPath[str]) -> Response[Any]:
-        view = await read_call(
-            request, AppResources.of(request.app).deliveries.get, request.user.tenant_id, attempt_id
-        )
+        view = await services_of(request.app).deliveries.get(request.user.tenant_id, attempt_id)
         return success(view)

@@ -1,0 +1,91 @@
+"""Moving sealed rows onto the primary key, online; and counting which key wraps which rows."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from relaykit.errors import RelaykitError
+from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, read_blob, rewrap
+from relaykit.storage import integrations as rows
+from relaykit.storage.database import Database
+
+logger = logging.getLogger("relaykit.keys")
+
+
+async def key_usage(database: Database) -> Counter[tuple[str, str]]:
+    """How many sealed rows each (key provider, key id) wraps."""
+
+    def count(conn: sa.Connection) -> Counter[tuple[str, str]]:
+        usage: Counter[tuple[str, str]] = Counter()
+        for sealed in rows.sealed_blobs(conn):
+            blob = read_blob(sealed)
+            usage[(blob.key_provider, blob.key_id)] += 1
+        return usage
+
+    return await database.read(count)
+
+
+async def sealed_row_count(database: Database) -> int:
+    return await database.read(rows.count_sealed)
+
+
+class RewrapProgress(msgspec.Struct):
+    rewrapped: int = 0
+    skipped: int = 0  # changed by a concurrent write between read and update: already current
+    failed: int = 0
+
+
+async def rewrap_all(
+    database: Database,
+    key_provider: KeyProvider,
+    *,
+    batch_size: int = 200,
+    on_batch: Callable[[int], None] = lambda done: None,
+) -> RewrapProgress:
+    """Move every sealed row not under the primary key onto it, online.
+
+    Rows are read in batches by id (so a run can stop and resume anywhere: it only ever looks
+    for rows still under an old key), rewrapped in memory, and written back with
+    compare-and-set on the blob itself: a row a tenant re-sealed meanwhile is left as it is
+    (its new blob is already under the primary key). Passes repeat until one finds nothing
+    to do, which also catches rows another process sealed with the old key just before it
+    noticed the rotation.
+    """
+    progress = RewrapProgress()
+    while True:
+        moved_this_pass = 0
+        last_id = ""
+        while batch := await database.read(rows.sealed_after, last_id, batch_size):
+            last_id = batch[-1].id
+            replacements = await call_with_key_provider(
+                key_provider, _rewrapped, batch, key_provider, progress
+            )
+            done = await database.transaction(rows.replace_sealed, replacements)
+            progress.rewrapped += done
+            progress.skipped += len(replacements) - done
+            moved_this_pass += done
+            on_batch(len(batch))
+        if moved_this_pass == 0:
+            return progress
+
+
+def _rewrapped(
+    batch: Sequence[Sequence[Any]], key_provider: KeyProvider, progress: RewrapProgress
+) -> list[tuple[str, bytes, bytes]]:
+    replacements = []
+    for integration_id, tenant_id, provider, sealed in batch:
+        try:
+            fresh = rewrap(sealed, SealContext(tenant_id, integration_id, provider), key_provider)
+        except RelaykitError as exc:
+            progress.failed += 1
+            logger.error("integration %s cannot be rewrapped: %s", integration_id, exc)
+            continue
+        if fresh is not None:
+            replacements.append((integration_id, sealed, fresh))
+    return replacements

@@ -1,0 +1,118 @@
+"""The services of one relaykit process, made once and shared: what the API server (and any
+other front end) talks to. Nothing outside :mod:`relaykit.storage` touches the database;
+nothing outside the core touches storage.
+
+``Services.open(settings, plugin_manager)`` loads the catalog, opens (and migrates) the
+database, loads the key providers, and makes the integration, routing, dispatch and
+delivery services and, with ``RELAYKIT_EMBEDDED_WORKER`` on, a verification worker;
+:meth:`Services.aclose` releases them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TypeVar
+
+import httpx
+
+from relaykit import tenants
+from relaykit.catalog import Catalog
+from relaykit.deliveries import DeliveryAttemptService
+from relaykit.dispatch import Dispatcher
+from relaykit.integrations import IntegrationService
+from relaykit.keys import load_key_provider
+from relaykit.plugins import RelaykitPluginManager
+from relaykit.routing import RoutingService
+from relaykit.sealing import KeyProvider
+from relaykit.settings import Settings
+from relaykit.storage.database import Database, open_database
+from relaykit.worker import VerificationWorker
+
+T = TypeVar("T")
+
+logger = logging.getLogger("relaykit.services")
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        database: Database,
+        key_provider: KeyProvider,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self._database = database
+        self.key_provider = key_provider
+        self.worker = (
+            VerificationWorker(settings, database, catalog, key_provider, transport=transport)
+            if settings.embedded_worker
+            else None
+        )
+        self.integrations = IntegrationService(
+            database,
+            catalog,
+            key_provider,
+            on_pending=self.worker.wake if self.worker is not None else None,
+        )
+        self.routing = RoutingService(database, catalog)
+        self.dispatcher = Dispatcher(
+            settings, database, catalog, key_provider, self.routing, transport=transport
+        )
+        self.deliveries = DeliveryAttemptService(database, catalog)
+
+    @classmethod
+    def open(cls, settings: Settings, plugin_manager: RelaykitPluginManager) -> Services:
+        """Everything a process serving the API needs. A duplicate provider name among the
+        plugins stops here (DuplicateProviderError); a broken plugin is logged and skipped."""
+        catalog = plugin_manager.catalog()
+        for error in catalog.errors:
+            logger.warning(
+                "plugin %s (%s) skipped: %s", error.plugin, error.distribution, error.error
+            )
+        database = open_database(settings)
+        try:
+            key_provider = load_key_provider(settings, plugin_manager)
+        except BaseException:
+            database.dispose()
+            raise
+        logger.info(
+            "relaykit started: %d providers (%s), database %s",
+            len(catalog),
+            ", ".join(catalog.names) or "none",
+            database.describe(),
+        )
+        return cls(settings, catalog, database, key_provider)
+
+    async def authenticate(self, token: str | None) -> str | None:
+        """The tenant a bearer token stands for, or ``None`` (see :func:`tenants.authenticate`)."""
+        return await tenants.authenticate(self._database, token)
+
+    def request_scope(self) -> contextlib.AbstractContextManager[None]:
+        """One snapshot check per request for :meth:`cached` (see storage.read_cache)."""
+        return self._database.read_scope()
+
+    async def cached(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        """``await compute()``, or its earlier result for ``key`` if nothing was committed to
+        the database since, by anyone (SQLite with the read cache on; else always computed).
+        ``compute`` must only read."""
+        return await self._database.cached(key, compute)
+
+    @property
+    def read_cache(self) -> bool:
+        """Whether :meth:`cached` keeps anything."""
+        return self._database.read_cache
+
+    async def aclose(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        await self.dispatcher.aclose()
+
+    def dispose(self) -> None:
+        """Close the database (after the worker has stopped)."""
+        self._database.dispose()
