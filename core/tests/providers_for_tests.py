@@ -14,6 +14,10 @@ from relaykit import (
     VerificationResult,
     hookimpl,
 )
+from relaykit.ids import utcnow
+from relaykit.lifecycle import Action, Status
+from relaykit.storage import integrations as integration_rows
+from relaykit.storage.database import Database
 
 
 async def accept(credentials: Credentials, ctx: ProviderContext) -> VerificationResult:
@@ -68,3 +72,15 @@ class Misspelled:
     @hookimpl
     def relaykit_provider(self) -> Any:  # no such hook: check_pending must catch it
         return []
+
+
+async def mark_active(database: Database, integration_id: str) -> None:
+    """Move a just-created integration to ``active`` as an accepted verification would."""
+    assert await database.transaction(
+        integration_rows.change_status,
+        integration_id,
+        Action.VERIFICATION_ACCEPTED,
+        current=Status.PENDING_VERIFY,
+        verification=None,
+        now=utcnow(),
+    )

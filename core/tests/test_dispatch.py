@@ -22,19 +22,16 @@ from relaykit import (
 from relaykit.deliveries import DeliveryAttemptService
 from relaykit.dispatch import Dispatcher, DispatchResponse, IdempotencyConflict
 from relaykit.errors import ValidationError
-from relaykit.ids import utcnow
 from relaykit.integrations import IntegrationService
 from relaykit.keys import LocalKeyring
-from relaykit.lifecycle import Action, Status
 from relaykit.plugins import make_plugin_manager
 from relaykit.providers import Credentials
 from relaykit.routing import RoutingService
 from relaykit.settings import Settings
-from relaykit.storage import integrations as integration_rows
 from relaykit.storage.database import Database
 from relaykit.testing.databases import stored_text
 
-from .providers_for_tests import OneProvider, make_provider
+from .providers_for_tests import OneProvider, make_provider, mark_active
 
 pytestmark = pytest.mark.anyio
 
@@ -131,14 +128,7 @@ class Stage:
                 "enabled_capabilities": [SMS],
             },
         )
-        assert await self.database.transaction(
-            integration_rows.change_status,
-            created.id,
-            Action.VERIFICATION_ACCEPTED,
-            current=Status.PENDING_VERIFY,
-            verification=None,
-            now=utcnow(),
-        )
+        await mark_active(self.database, created.id)
         return created.id
 
     async def primary_with_fallback(self) -> tuple[str, str]:

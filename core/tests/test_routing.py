@@ -8,17 +8,14 @@ from typing import Any
 import pytest
 
 from relaykit import tenants
-from relaykit.ids import utcnow
 from relaykit.integrations import IntegrationService
 from relaykit.keys import LocalKeyring
-from relaykit.lifecycle import Action, Status
 from relaykit.plugins import make_plugin_manager
 from relaykit.routing import RouteCandidate, RoutingService, candidates_from
 from relaykit.settings import Settings
-from relaykit.storage import integrations as integration_rows
 from relaykit.storage.database import Database
 
-from .providers_for_tests import OneProvider, make_provider
+from .providers_for_tests import OneProvider, make_provider, mark_active
 
 pytestmark = pytest.mark.anyio
 
@@ -154,14 +151,7 @@ class Tenant:
             },
         )
         if active:
-            assert await self.database.transaction(
-                integration_rows.change_status,
-                created.id,
-                Action.VERIFICATION_ACCEPTED,
-                current=Status.PENDING_VERIFY,
-                verification=None,
-                now=utcnow(),
-            )
+            await mark_active(self.database, created.id)
         return created.id
 
     async def rule(self, integration_id: str, fallback: str | None = None, **fields: Any) -> str:

@@ -12,9 +12,11 @@ if a concurrent write got there first it starts again (:meth:`IntegrationService
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -36,6 +38,32 @@ from relaykit.validation import (
 )
 
 logger = logging.getLogger("relaykit.integrations")
+
+T = TypeVar("T")
+
+
+class _Changed(enum.Enum):
+    CHANGED = "changed"
+
+
+#: What a :data:`Repeatable` returns when the row changed between its read and its write.
+CHANGED = _Changed.CHANGED
+Changed = Literal[_Changed.CHANGED]
+#: A unit of work that may run more than once: it reads, works outside any transaction
+#: (sealing), and writes only if what it read is unchanged, else returns :data:`CHANGED`.
+Repeatable = Callable[[], Awaitable[T | Changed]]
+
+
+async def until_unchanged(attempt: Repeatable[T], *, tries: int) -> T:
+    """Run ``attempt`` until it gets its write in, at most ``tries`` times (then a 409)."""
+    for _ in range(tries):
+        result = await attempt()
+        if result is not CHANGED:
+            return result
+    raise ConflictError(
+        "The integration kept changing while it was being updated; send the request again."
+    )
+
 
 DUPLICATE_MESSAGE = "An integration for this provider already exists."
 NOT_FOUND_MESSAGE = "Integration not found."
@@ -156,19 +184,16 @@ class IntegrationService:
         return self._view([values[name] for name in rows.VIEW_COLUMNS])
 
     async def update(self, tenant_id: str, integration_id: str, payload: Any) -> IntegrationView:
-        for _ in range(UPDATE_TRIES):
-            updated = await self._try_update(tenant_id, integration_id, payload)
-            if updated is not None:
-                return updated
-        raise ConflictError(
-            "The integration kept changing while it was being updated; send the request again."
+        return await until_unchanged(
+            functools.partial(self._try_update, tenant_id, integration_id, payload),
+            tries=UPDATE_TRIES,
         )
 
     async def _try_update(
         self, tenant_id: str, integration_id: str, payload: Any
-    ) -> IntegrationView | None:
-        """One try of :meth:`update`: ``None`` if the row changed between the read and the
-        write (the caller starts again), so it may be repeated."""
+    ) -> IntegrationView | Changed:
+        """One try of :meth:`update`: reads the row, opens and seals outside any
+        transaction, and writes only if the row is still as read."""
         row = await self.database.read(self._row, tenant_id, integration_id)
         provider = self._provider(row.provider)
         request = validate_update(payload, provider)
@@ -206,7 +231,7 @@ class IntegrationService:
         if written is None:
             if await self.database.read(rows.find, tenant_id, integration_id) is None:
                 raise NotFoundError(NOT_FOUND_MESSAGE)  # deleted meanwhile
-            return None
+            return CHANGED
         changed = sorted({*values, *credentials} - {"updated_at"})
         logger.info("integration %s updated (%s)", row.id, ",".join(changed) or "no change")
         if credentials:

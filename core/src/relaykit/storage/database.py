@@ -5,7 +5,7 @@ transaction per unit of work; :class:`Database` runs each unit where it costs le
 alone makes that choice. On SQLite, reads run on the event loop (they never wait in WAL
 mode) and so do writes while the write lock is free (:mod:`relaykit.storage.inline`); on
 PostgreSQL every unit of work runs in a worker thread. A thread hop per unit of work, not
-per statement: the async ORM over aiosqlite measured about 10 times slower.
+per statement, which is what made the async ORM over aiosqlite slow (docs/performance.md).
 
 On SQLite, pysqlite's own transaction handling is switched off so that relaykit emits the
 ``BEGIN`` itself: reads use a deferred ``BEGIN``; writes use ``BEGIN IMMEDIATE``, which takes
@@ -84,9 +84,9 @@ class Database:
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             sqlite_lock if sqlite else contextlib.nullcontext()
         )
-        # SQLite reads take a fraction of a millisecond and, in WAL mode, never wait for a
-        # lock: they run inline instead of hopping to a worker thread, whose cost under load
-        # (thread switches, the GIL passed back and forth) was several times the read's own.
+        # SQLite reads are quick and, in WAL mode, never wait for a lock: they run inline
+        # instead of hopping to a worker thread, whose cost under load (thread switches, the
+        # GIL passed back and forth) was more than the read's own.
         self._reads_inline = sqlite
         self._inline: InlineWriter | None = None
         self._raw = _RawConnections(self.url.database or "") if _is_file(self.url) else None

@@ -1,7 +1,7 @@
 """SQLite writes on the event loop while the write lock is free.
 
-A SQLite write takes about a tenth of a millisecond; the hop to a worker thread and back
-cost several times that under load (docs/performance.md). So :meth:`Database.transaction`
+A SQLite write is quick; the hop to a worker thread and back cost more than the write
+under load (docs/performance.md has the figures). So :meth:`Database.transaction`
 first offers a transaction to :class:`InlineWriter`, which runs it on the calling thread
 (the event loop) if, and only if, it can start at once: this process's write lock is free
 and SQLite grants ``BEGIN IMMEDIATE`` on a kept connection whose busy timeout is zero. When

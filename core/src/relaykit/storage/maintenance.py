@@ -8,21 +8,20 @@ import sqlalchemy as sa
 
 def create_database(admin_url: str, name: str) -> str:
     """Create the PostgreSQL database ``name`` on ``admin_url``'s server; its URL."""
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.dispose()
+    _outside_transactions(admin_url, f'CREATE DATABASE "{name}"')
     return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str, name: str) -> None:
     """Drop the PostgreSQL database ``name``, closing its connections."""
+    _outside_transactions(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _outside_transactions(admin_url: str, statement: str) -> None:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     try:
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(statement)
     finally:
         admin.dispose()
 

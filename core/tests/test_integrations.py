@@ -1,0 +1,138 @@
+"""The integration service's PATCH of credentials when another write gets in between its
+read and its write: it seals outside any transaction, so it must notice and start again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from relaykit import tenants
+from relaykit.errors import ConflictError
+from relaykit.integrations import UPDATE_TRIES, IntegrationService
+from relaykit.keys import LocalKeyring
+from relaykit.plugins import make_plugin_manager
+from relaykit.sealing import SealContext, open_credentials
+from relaykit.settings import Settings
+from relaykit.storage.database import Database
+from relaykit.storage.models import integrations
+
+from .providers_for_tests import OneProvider, make_provider
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class InterferingKeyring:
+    """The local keyring, plus a hook that runs before each wrap: a key provider is where a
+    PATCH waits outside any transaction, so that is where another write can get in."""
+
+    name = "local"
+    in_process = True
+
+    def __init__(self, keyring: LocalKeyring) -> None:
+        self.keyring = keyring
+        self.before_wrap: Callable[[], None] = lambda: None
+        self.wraps = 0
+
+    @property
+    def primary_key_id(self) -> str:
+        return self.keyring.primary_key_id
+
+    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
+        self.wraps += 1
+        self.before_wrap()
+        return self.keyring.wrap(data_key, associated_data)
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+        return self.keyring.unwrap(key_id, wrapped, associated_data)
+
+
+@pytest.fixture
+def world(settings: Settings, database: Database) -> tuple[IntegrationService, Any, str]:
+    catalog = make_plugin_manager(
+        load_entrypoints=False, plugins=[("acme", OneProvider(make_provider()))]
+    ).catalog()
+    keys = InterferingKeyring(LocalKeyring.in_home(settings.home))
+    tenant_id = database.transaction_blocking(tenants.create_tenant, "acme").id
+    return IntegrationService(database, catalog, keys), keys, tenant_id  # type: ignore[arg-type]
+
+
+def bump_version(database: Database, integration_id: str) -> None:
+    """Another process's write: the row's credentials change under the PATCH."""
+    database.transaction_blocking(
+        lambda conn: conn.execute(
+            integrations.update()
+            .where(integrations.c.id == integration_id)
+            .values(credentials_version=integrations.c.credentials_version + 1)
+        )
+    )
+
+
+def version(database: Database, integration_id: str) -> int:
+    return int(
+        database.read_blocking(
+            lambda conn: conn.execute(
+                sa.select(integrations.c.credentials_version).where(
+                    integrations.c.id == integration_id
+                )
+            ).scalar_one()
+        )
+    )
+
+
+BODY = {
+    "provider": "acme",
+    "credentials": {"api_key": "key-first-0001", "account": "a1"},
+    "enabled_capabilities": ["send_sms"],
+}
+
+
+async def test_a_patch_that_lost_a_race_starts_again_and_keeps_the_winner(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    service, keys, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    raced: list[int] = []
+
+    def once() -> None:
+        if not raced:
+            raced.append(1)
+            bump_version(database, created.id)  # version 1 -> 2 while the PATCH seals
+
+    keys.before_wrap = once
+    keys.wraps = 0
+    updated = await service.update(
+        tenant_id, created.id, {"credentials": {"api_key": "key-second-0002"}}
+    )
+    assert keys.wraps == 2  # sealed, found the row changed, read it again, sealed again
+    assert updated.status == "pending_verify"
+    assert version(database, created.id) == 3  # built on the winner's 2, not over it
+    row = database.read_blocking(
+        lambda conn: conn.execute(
+            sa.select(integrations).where(integrations.c.id == created.id)
+        ).one()
+    )
+    opened = open_credentials(
+        row.sealed_credentials, SealContext(tenant_id, created.id, "acme"), keys
+    )
+    assert opened == {"api_key": "key-second-0002"}
+
+
+async def test_a_patch_that_keeps_losing_gives_up_with_a_conflict(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    service, keys, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    keys.before_wrap = lambda: bump_version(database, created.id)
+    keys.wraps = 0
+    with pytest.raises(ConflictError, match="kept changing"):
+        await service.update(tenant_id, created.id, {"credentials": {"api_key": "key-third-03"}})
+    assert keys.wraps == UPDATE_TRIES
+    assert version(database, created.id) == 1 + UPDATE_TRIES  # only the other writer's bumps
