@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from relaykit.errors import ValidationError
+from relaykit.plugins import make_plugin_manager
+from relaykit.validation import validate_create
+
 from .conftest import Server, cli_env, run_cli
 
 # The contract's example entries (shared/spec/managing-integrations.md, "List Available
@@ -75,3 +81,38 @@ def test_curl_walk_lists_providers_in_the_contract_shape(server: Server, home: P
         refused = client.get("/api/v1/integrations/providers")
     assert refused.status_code == 401
     assert refused.json()["success"] is False
+
+
+HEADER_BORNE = [
+    ("stripe", "secret_key", {"publishable_key": "pk_test_1", "secret_key": "sk_test_ok"}),
+    (
+        "twilio",
+        "account_sid",
+        {"account_sid": "AC1", "auth_token": "tok", "from_number": "+15550100000"},
+    ),
+    (
+        "twilio",
+        "auth_token",
+        {"account_sid": "AC1", "auth_token": "tok", "from_number": "+15550100000"},
+    ),
+    ("plivo", "auth_id", {"auth_id": "MA1", "auth_token": "tok", "from_number": "+15550100000"}),
+    ("plivo", "auth_token", {"auth_id": "MA1", "auth_token": "tok", "from_number": "+15550100000"}),
+]
+
+
+@pytest.mark.parametrize(("provider", "field", "credentials"), HEADER_BORNE)
+@pytest.mark.parametrize("bad", ["é", "\u00a0", "\u2603", "\x7f"])
+def test_a_credential_no_http_header_can_carry_is_refused_at_once(
+    provider: str, field: str, credentials: dict[str, str], bad: str
+) -> None:
+    """A value sent in the Authorization header must be printable ASCII: anything else could
+    never reach the provider, so it is a 422 now rather than a check retried for minutes."""
+    catalog = make_plugin_manager(environ={}).catalog()
+    good = {"provider": provider, "credentials": credentials, "enabled_capabilities": []}
+    validate_create(good, catalog)  # the same body with ASCII values is taken
+    value = credentials[field] + bad + "x"
+    body = {**good, "credentials": {**credentials, field: value}}
+    with pytest.raises(ValidationError) as info:
+        validate_create(body, catalog)
+    assert list(info.value.errors) == [f"credentials.{field}"]
+    assert value not in str(info.value.errors)  # never repeats a submitted value

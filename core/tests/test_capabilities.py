@@ -8,7 +8,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from relaykit import E164_PATTERN, hookimpl
+from relaykit import (
+    E164_PATTERN,
+    MAX_PAYMENT_METADATA_KEYS,
+    OPERATION_ID_METADATA_KEY,
+    InitiatePaymentInput,
+    hookimpl,
+)
 from relaykit.capabilities import (
     STANDARD_CONTRACTS,
     CapabilityContract,
@@ -138,3 +144,26 @@ def test_a_number_not_in_ascii_e164_is_refused(number: str) -> None:
     with pytest.raises(ValidationError) as info:
         decode_input(STANDARD_CONTRACTS["send_sms"], {"to": number, "body": "hi"})
     assert list(info.value.errors) == ["to"]
+
+
+def payment(metadata: dict[str, str]) -> dict[str, object]:
+    return {"amount": 500, "currency": "usd", "metadata": metadata}
+
+
+def test_payment_metadata_leaves_room_and_a_namespace_for_relaykit() -> None:
+    contract = STANDARD_CONTRACTS["initiate_payment"]
+    keys = {f"k{n}": "v" for n in range(MAX_PAYMENT_METADATA_KEYS)}
+    taken = decode_input(contract, payment(keys))
+    assert isinstance(taken, InitiatePaymentInput) and taken.metadata == keys
+    with pytest.raises(ValidationError) as info:  # one more, and relaykit's key would not fit
+        decode_input(contract, payment({**keys, "one_more": "v"}))
+    assert list(info.value.errors) == ["metadata"]
+    for key in (OPERATION_ID_METADATA_KEY, "relaykit.anything", "a[b]", "k" * 41, ""):
+        with pytest.raises(ValidationError) as info:
+            decode_input(contract, payment({key: "v"}))
+        assert info.value.errors == {
+            "metadata": [
+                "Metadata keys are 1 to 40 characters without square brackets; keys starting "
+                "with 'relaykit.' are reserved."
+            ]
+        }

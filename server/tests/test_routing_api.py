@@ -132,6 +132,14 @@ async def test_a_new_default_replaces_the_old(api: Api) -> None:
             {"capability": "send_fax", "integration_id": "{a}"},
             {"capability": ["The selected capability is invalid."]},
         ),
+        (
+            {"capability": [], "integration_id": "{a}"},
+            {"capability": ["The capability field must be a string."]},
+        ),
+        (
+            {"capability": {}, "integration_id": "{a}"},
+            {"capability": ["The capability field must be a string."]},
+        ),
         ({"capability": "send_sms"}, {"integration_id": ["The integration_id field is required."]}),
         (
             {"capability": "send_sms", "integration_id": "01hwxyz123abc456def789ghi0"},

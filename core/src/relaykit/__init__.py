@@ -11,6 +11,8 @@ The test kit for provider packages is :mod:`relaykit.testing` (``relaykit[testin
 from relaykit import capabilities
 from relaykit.capabilities import (
     E164_PATTERN,
+    MAX_PAYMENT_METADATA_KEYS,
+    OPERATION_ID_METADATA_KEY,
     CapabilityContract,
     InitiatePaymentInput,
     MessageResult,
@@ -30,7 +32,7 @@ from relaykit.operations import (
     classify_operation_response,
 )
 from relaykit.provider_http import ProviderContext, json_body, parse_retry_after, path_segment
-from relaykit.providers import CredentialField, Credentials, Provider
+from relaykit.providers import HEADER_SAFE_PATTERN, CredentialField, Credentials, Provider
 from relaykit.redaction import redact
 from relaykit.verification import VerificationOutcome, VerificationResult, classify_response
 
@@ -38,6 +40,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "E164_PATTERN",
+    "HEADER_SAFE_PATTERN",
+    "MAX_PAYMENT_METADATA_KEYS",
+    "OPERATION_ID_METADATA_KEY",
     "CapabilityContract",
     "CredentialField",
     "Credentials",

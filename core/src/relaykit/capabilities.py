@@ -54,14 +54,30 @@ class MessageResult(msgspec.Struct, frozen=True, kw_only=True):
     from_: str = msgspec.field(name="from")
 
 
+#: The key under which relaykit adds the operation id to a payment's metadata at the
+#: provider. Keys starting with ``relaykit.`` are relaykit's: a tenant's are refused.
+OPERATION_ID_METADATA_KEY = "relaykit.operation_id"
+#: A payment's metadata holds at most this many of the tenant's keys, so relaykit's own key
+#: still fits the providers' limit (Stripe: 50 keys).
+MAX_PAYMENT_METADATA_KEYS = 49
+#: Stripe's metadata rules: keys of at most 40 characters without square brackets.
+MetadataKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^(?!relaykit\.)[^\[\]]+$")
+]
+_METADATA_KEY_RULE = (
+    "Metadata keys are 1 to 40 characters without square brackets; keys starting with "
+    "'relaykit.' are reserved."
+)
+
+
 class InitiatePaymentInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     amount: MinorUnits
     currency: Currency
     description: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     metadata: (
-        dict[
-            Annotated[str, msgspec.Meta(max_length=40)],
-            Annotated[str, msgspec.Meta(max_length=500)],
+        Annotated[
+            dict[MetadataKey, Annotated[str, msgspec.Meta(max_length=500)]],
+            msgspec.Meta(max_length=MAX_PAYMENT_METADATA_KEYS),
         ]
         | None
     ) = None
@@ -132,7 +148,7 @@ def decode_input(contract: CapabilityContract, payload: Any) -> msgspec.Struct:
         raise ValidationError(_errors_from(str(exc))) from None
 
 
-_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_PATH = re.compile(r" - at (`key` in )?`\$\.?([^`]*)`$")
 
 
 def _errors_from(message: str) -> dict[str, list[str]]:
@@ -141,8 +157,8 @@ def _errors_from(message: str) -> dict[str, list[str]]:
     match = _PATH.search(message)
     prefix = ""
     if match:
-        prefix = match.group(1).split("[")[0].split(".")[0]
-        message = message[: match.start()]
+        prefix = match.group(2).split("[")[0].split(".")[0]
+        message = _METADATA_KEY_RULE if match.group(1) else message[: match.start()]
     unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
     if unknown:
         field = f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)

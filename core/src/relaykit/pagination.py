@@ -12,6 +12,9 @@ from relaykit.errors import ValidationError
 
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 100
+#: No list holds more rows than this many pages of the largest size; a larger page number
+#: is refused rather than handed to the database as an offset it cannot hold.
+MAX_PAGE = 1_000_000_000
 
 T = TypeVar("T")
 
@@ -30,8 +33,8 @@ class Page(msgspec.Struct, Generic[T], frozen=True):
 def check_page(page: int, per_page: int, errors: dict[str, list[str]] | None = None) -> None:
     """Add page/per_page problems to ``errors``, or raise them when no dict is given."""
     found: dict[str, list[str]] = {} if errors is None else errors
-    if page < 1:
-        found["page"] = ["The page must be at least 1."]
+    if not 1 <= page <= MAX_PAGE:
+        found["page"] = [f"The page must be between 1 and {MAX_PAGE}."]
     if not 1 <= per_page <= MAX_PER_PAGE:
         found["per_page"] = [f"The per_page must be between 1 and {MAX_PER_PAGE}."]
     if errors is None and found:

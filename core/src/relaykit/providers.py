@@ -36,6 +36,13 @@ Credentials = Mapping[str, Any]
 Verifier = Callable[["Credentials", "ProviderContext"], Awaitable["VerificationResult"]]
 
 
+#: A credential value that travels in an HTTP header (an API key in ``Authorization``, the
+#: user and password of HTTP Basic auth): printable ASCII, no space. A value with other
+#: characters can never be sent, so the API refuses it (422) instead of the provider call
+#: failing on every try. Use it, or put ``[\x21-\x7e]`` in a field's own pattern.
+HEADER_SAFE_PATTERN = r"^[\x21-\x7e]+$"
+
+
 class CredentialField(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One field of a provider's credential schema.
 

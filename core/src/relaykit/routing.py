@@ -181,6 +181,9 @@ class RoutingService:
         capability = merged.get("capability")
         if capability is None:
             problems.add("capability", "The capability field is required.")
+        elif not isinstance(capability, str):
+            problems.add("capability", "The capability field must be a string.")
+            capability = None
         elif capability not in self.catalog.contracts:
             problems.add("capability", "The selected capability is invalid.")
         if not isinstance(merged["is_default"], bool):

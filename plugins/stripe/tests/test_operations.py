@@ -89,7 +89,7 @@ def test_initiate_payment_creates_a_payment_intent() -> None:
         "currency": "usd",
         "description": "Order 7",
         "metadata[order]": "7",
-        "metadata[relaykit_operation_id]": "op_test",
+        "metadata[relaykit.operation_id]": "op_test",
     }
 
 

@@ -26,14 +26,15 @@ PROVIDER = Provider(
         "secret_key": CredentialField(
             sensitive=True,
             description="Secret or restricted key (sk_… or rk_…)",
-            pattern=r"^(sk|rk)_",
+            # Sent as a bearer token: printable ASCII only (relaykit.HEADER_SAFE_PATTERN).
+            pattern=r"^(sk|rk)_[\x21-\x7e]+$",
             max_length=255,
         ),
         "webhook_secret": CredentialField(
             sensitive=True,
             required=False,
             description="Signing secret of a webhook endpoint (whsec_…)",
-            pattern=r"^whsec_",
+            pattern=r"^whsec_[\x21-\x7e]+$",
             max_length=255,
         ),
     },

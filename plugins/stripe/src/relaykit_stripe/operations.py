@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from relaykit import (
+    OPERATION_ID_METADATA_KEY,
     Credentials,
     InitiatePaymentInput,
     OperationContext,
@@ -80,7 +81,7 @@ async def initiate_payment(
         form["description"] = payload.description
     for key, value in (payload.metadata or {}).items():
         form[f"metadata[{key}]"] = value
-    form["metadata[relaykit_operation_id]"] = ctx.operation_id
+    form[f"metadata[{OPERATION_ID_METADATA_KEY}]"] = ctx.operation_id
     response = await ctx.http.post(
         "/v1/payment_intents", data=form, headers=_headers(credentials, ctx, write=True)
     )
