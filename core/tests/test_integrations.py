@@ -3,25 +3,29 @@ read and its write: it seals outside any transaction, so it must notice and star
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
 from relaykit import tenants
 from relaykit.errors import ConflictError
+from relaykit.ids import utcnow
 from relaykit.integrations import UPDATE_TRIES, IntegrationService
 from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, open_credentials
 from relaykit.settings import Settings
-from relaykit.storage.database import Database
+from relaykit.storage.database import Database, open_database
 from relaykit.storage.models import integrations
 
 from .providers_for_tests import OneProvider, make_provider
 
 pytestmark = pytest.mark.anyio
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -136,3 +140,78 @@ async def test_a_patch_that_keeps_losing_gives_up_with_a_conflict(
         await service.update(tenant_id, created.id, {"credentials": {"api_key": "key-third-03"}})
     assert keys.wraps == UPDATE_TRIES
     assert version(database, created.id) == 1 + UPDATE_TRIES  # only the other writer's bumps
+
+
+def elsewhere(call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await call(*args)`` on a thread and an event loop of its own, to the end: another
+    request, served meanwhile."""
+    done: list[T] = []
+    thread = threading.Thread(target=lambda: done.append(anyio.run(call, *args)))
+    thread.start()
+    thread.join()
+    assert done, "the other request failed"
+    return done[0]
+
+
+def set_status(database: Database, integration_id: str, status: str) -> None:
+    database.transaction_blocking(
+        lambda conn: conn.execute(
+            integrations.update()
+            .where(integrations.c.id == integration_id)
+            .values(status=status, verified_at=utcnow())
+        )
+    )
+
+
+@pytest.mark.parametrize(("start", "move"), [("inactive", "activate"), ("active", "disable")])
+async def test_a_move_between_a_patchs_read_and_write_never_leaves_unverified_credentials_live(
+    world: tuple[IntegrationService, Any, str],
+    database: Database,
+    settings: Settings,
+    start: str,
+    move: str,
+) -> None:
+    """The tenant's activate (or disable) lands, from another connection, exactly between a
+    credential PATCH's read and its write (the key provider's wrap is the barrier), two
+    hundred times. The move wins; the PATCH sees the row changed and starts again; the row
+    ends pending verification with the new credentials, never active with unverified ones."""
+    service, keys, tenant_id = world
+    other = open_database(settings, migrate=False)  # another process's connections
+    rival = IntegrationService(other, service.catalog, keys)
+    try:
+        for round_number in range(200):
+            created = await service.create(tenant_id, BODY)
+            set_status(database, created.id, start)
+            moved: list[str] = []
+
+            def barrier(integration_id: str = created.id, moved: list[str] = moved) -> None:
+                if not moved:  # only between the first read and its write
+                    done = elsewhere(getattr(rival, move), tenant_id, integration_id)
+                    moved.append(done.status)
+
+            keys.before_wrap = barrier
+            updated = await service.update(
+                tenant_id, created.id, {"credentials": {"api_key": f"key-{round_number:04d}"}}
+            )
+            assert moved == ["active" if move == "activate" else "inactive"]
+            row = database.read_blocking(
+                lambda conn, i=created.id: conn.execute(
+                    sa.select(integrations).where(integrations.c.id == i)
+                ).one()
+            )
+            assert updated.status == row.status == "pending_verify"
+            assert row.credentials_version == 2 and row.verified_at is None
+            await service.delete(tenant_id, created.id)
+    finally:
+        other.dispose()
+
+
+async def test_a_move_after_the_patch_is_refused_with_a_reason(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    service, _, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    set_status(database, created.id, "inactive")
+    await service.update(tenant_id, created.id, {"credentials": {"api_key": "key-new-0009"}})
+    with pytest.raises(ConflictError, match="awaiting credential verification"):
+        await service.activate(tenant_id, created.id)
