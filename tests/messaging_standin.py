@@ -7,7 +7,9 @@ error bodies. Each integration's behaviour is chosen by its auth token, through 
 * ``ok`` (default): answers as the provider does;
 * ``down``: 503 on sends;
 * ``revoked``: 401 on sends (verification still passes, as for a key revoked later);
-* ``slow``: sends answer after ``slow_seconds``.
+* ``slow``: sends answer after ``slow_seconds``;
+* ``hold``: a send is counted, ``accepted`` is set, and the answer waits for ``release``
+  (to stop relaykit between the provider's acceptance and its own answer).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Messaging:
         self.mode: dict[str, str] = {}
         self.sends: Counter[str] = Counter()
         self.slow_seconds = 1.5
+        self.accepted = threading.Event()
+        self.release = threading.Event()
         self._lock = threading.Lock()
 
     def token_of(self, request: StandInRequest) -> str:
@@ -76,6 +80,9 @@ class Messaging:
             return 401, {"api_id": "a1", "error": "authentication failed"}
         if mode == "slow":
             time.sleep(self.slow_seconds)
+        if mode == "hold":
+            self.accepted.set()
+            self.release.wait(timeout=60)
         if twilio:
             fields = {k: v[0] for k, v in _form(request.body).items()}
             return 201, {

@@ -425,14 +425,43 @@ async def test_an_idempotent_repeat_makes_no_second_call(api: Api) -> None:
     assert len(SENT) == 2
 
 
-async def test_a_failed_operation_is_replayed_too(api: Api) -> None:
+async def test_a_key_whose_operation_reached_no_provider_may_retry(api: Api) -> None:
+    """no_active_provider and provider_unavailable release the key: nothing was done, so the
+    same key runs again (and reaches the provider once there is a route)."""
     _, headers = api.tenant_token("acme")
-    await messaging(api, headers, "chatter", "tok-ok-1")
+    primary = await messaging(api, headers, "chatter", "tok-ok-1")
     keyed = {**headers, "Idempotency-Key": "k-no-route"}
     first = await api.client.post(SMS, json=MESSAGE, headers=keyed)
+    assert first.status_code == 409 and first.json()["code"] == "no_active_provider"
+    await rule(api, headers, integration_id=primary)
     again = await api.client.post(SMS, json=MESSAGE, headers=keyed)
-    assert first.status_code == again.status_code == 409
-    assert first.json() == again.json()
+    assert again.status_code == 201 and again.json()["data"]["id"] != first.json()["data"]["id"]
+    assert len(SENT) == 1
+    replay = await api.client.post(SMS, json=MESSAGE, headers=keyed)
+    assert replay.json() == again.json() and len(SENT) == 1  # succeeded: replayed, not sent
+
+
+async def test_a_key_whose_every_try_was_transient_may_retry(api: Api) -> None:
+    _, headers = api.tenant_token("acme")
+    down = await messaging(api, headers, "chatter", "tok-503-1")
+    await rule(api, headers, integration_id=down)
+    keyed = {**headers, "Idempotency-Key": "k-transient"}
+    first = await api.client.post(SMS, json=MESSAGE, headers=keyed)
+    assert first.status_code == 502 and first.json()["code"] == "provider_unavailable"
+    again = await api.client.post(SMS, json=MESSAGE, headers=keyed)
+    assert again.status_code == 502 and again.json()["data"]["id"] != first.json()["data"]["id"]
+    assert len(SENT) == 2  # it reached the provider again
+
+
+async def test_a_rejected_operation_is_replayed(api: Api) -> None:
+    _, headers = api.tenant_token("acme")
+    refusing = await messaging(api, headers, "chatter", "tok-400-1")
+    await rule(api, headers, integration_id=refusing)
+    keyed = {**headers, "Idempotency-Key": "k-rejected"}
+    first = await api.client.post(SMS, json=MESSAGE, headers=keyed)
+    again = await api.client.post(SMS, json=MESSAGE, headers=keyed)
+    assert first.status_code == again.status_code == 422
+    assert first.json() == again.json() and len(SENT) == 1
 
 
 async def test_the_same_key_while_running_is_409(api: Api) -> None:

@@ -6,13 +6,12 @@ import re
 from typing import Any
 
 from relaykit.catalog import Catalog
-from relaykit.dispatch import attempt_view
 from relaykit.errors import NotFoundError, ValidationError
+from relaykit.ledger import ATTEMPT_STATUSES, attempt_view
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage.database import Database
 
-ATTEMPT_STATUSES = ("succeeded", "failed")
 _ID = re.compile(r"^[0-9a-z]{26}$")
 
 
@@ -35,6 +34,7 @@ class DeliveryAttemptService:
         self,
         tenant_id: str,
         *,
+        operation_id: str | None = None,
         integration_id: str | None = None,
         capability: str | None = None,
         status: str | None = None,
@@ -46,6 +46,8 @@ class DeliveryAttemptService:
         check_choice("capability", capability, sorted(self.catalog.contracts), errors)
         if integration_id is not None and not _ID.match(integration_id):
             errors["integration_id"] = ["The integration_id must be an integration id."]
+        if operation_id is not None and not _ID.match(operation_id):
+            errors["operation_id"] = ["The operation_id must be an operation id."]
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)
@@ -53,6 +55,7 @@ class DeliveryAttemptService:
             lambda conn: attempt_rows.page_of(
                 conn,
                 tenant_id,
+                operation_id=operation_id,
                 integration_id=integration_id,
                 capability=capability,
                 status=status,

@@ -1,45 +1,62 @@
-"""Dispatch: one operation through routing, with fallback, idempotency and a record of tries.
+"""Dispatch: one operation through routing, with fallback, idempotency and a write-ahead
+record of every try.
 
 ``POST /api/v1/operations/{capability}`` lands here. In order:
 
 1. The body is decoded into the capability's input Struct (422 keyed by field otherwise).
-2. With an ``Idempotency-Key`` (scoped to the tenant), the operation is recorded as
-   ``pending`` first. A repeat of a finished key replays the stored response without calling
-   any provider; the same key with another body is a 422; the same key while the first is
-   still running is a 409.
-3. Routing (:mod:`relaykit.routing`) gives the integrations to try. None: the operation
-   fails with ``no_active_provider``.
-4. Each try is recorded as a delivery attempt (integration, provider, outcome, provider
-   status and code, message, duration; never a credential). ``transient``: next candidate.
-   ``auth_failed``: that integration moves to ``error`` (the provider's message in its
-   metadata), next candidate. ``rejected`` or ``unknown``: stop and report. Before a
-   fallback is tried its status is checked again. A try already under way is never
-   interrupted: disabling an integration stops new tries, not one in flight.
-5. The operation and its attempts are written in one transaction (statements in
-   :mod:`relaykit.storage.operations` and :mod:`relaykit.storage.delivery_attempts`).
+2. One transaction records the operation ``in_progress`` (with its ``Idempotency-Key``,
+   scoped to the tenant, and a lease), resolves the route (:mod:`relaykit.routing`) and
+   records the first attempt ``in_flight``. A repeat of a key replays, conflicts or runs
+   again as :mod:`relaykit.ledger` says; the same key with another body is a 422.
+3. Each try's attempt row is committed before its provider call and finished after it
+   (outcome, provider status and code, message, duration; never a credential). A crash
+   leaves an ``in_flight`` attempt that the worker settles as ``outcome_unknown``.
+   ``transient``: next candidate. ``auth_failed``: that integration moves to ``error`` (the
+   provider's message in its metadata), next candidate. ``rejected`` or ``unknown``: stop
+   and report. Before a fallback is tried its status is checked again, in the transaction
+   that records its attempt. A try already under way is never interrupted by the tenant:
+   disabling an integration stops new tries, not one in flight. ``RELAYKIT_OPERATION_DEADLINE``
+   bounds the whole operation: no try starts after it, and a call still running at it is
+   abandoned as ``unknown``.
+4. The last attempt and the operation are finished in one transaction; an operation where
+   no provider can have acted releases its key (:mod:`relaykit.ledger` has the table).
 
-The provider sees the same idempotency key on every try of one operation (the client's
-key, else the operation id), so a provider that honours keys (Stripe) never does one
-request twice.
+If the database fails while the operation runs, the answer is a 503
+``ledger_unavailable`` naming the operation; no provider call is made without its attempt
+row committed first. The provider sees the same idempotency key on every try of one
+operation (the client's key, else the operation id), so a provider that honours keys
+(Stripe) never does one request twice.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
 import time
-from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 import sqlalchemy as sa
 
-from relaykit.capabilities import decode_input
+from relaykit.capabilities import CapabilityContract, decode_input
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, RelaykitError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
+from relaykit.ledger import (
+    FAILED,
+    IN_FLIGHT,
+    IN_PROGRESS,
+    OUTCOME_UNKNOWN,
+    SUCCEEDED,
+    DispatchResponse,
+    attempt_view,
+    lease_until,
+    settle,
+)
 from relaykit.lifecycle import Action, Status, VerificationRecord
 from relaykit.operations import OperationContext, OperationOutcome, OperationResult, run_operation
 from relaykit.provider_http import ProviderClients
@@ -49,28 +66,46 @@ from relaykit.settings import Settings
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import integrations as integration_rows
 from relaykit.storage import operations as operation_rows
-from relaykit.storage.database import Database, IntegrityError
+from relaykit.storage.database import Database, DatabaseError, IntegrityError
 
 logger = logging.getLogger("relaykit.dispatch")
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_FIELD = "Idempotency-Key"
 
-
-class DispatchResponse(msgspec.Struct, frozen=True):
-    """What the API answers: the HTTP status and the envelope's fields."""
-
-    status_code: int
-    success: bool
-    message: str
-    data: dict[str, Any]
-    code: str | None = None
+__all__ = ["DispatchResponse", "Dispatcher", "IdempotencyConflict", "LedgerUnavailable"]
 
 
 class IdempotencyConflict(ConflictError):
     """The same key is still being processed (409)."""
 
     code = "idempotency_conflict"
+
+
+class LedgerUnavailable(RelaykitError):
+    """The database failed while an operation ran (503): what was recorded stands."""
+
+    code = "ledger_unavailable"
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(
+            f"The operation {operation_id} could not be recorded; see GET "
+            f"/api/v1/operations/{operation_id} for what was done before trying again."
+        )
+
+
+class _Run(msgspec.Struct):
+    """One operation as it runs."""
+
+    tenant_id: str
+    capability: str
+    contract: CapabilityContract
+    request: msgspec.Struct
+    operation_id: str
+    idempotency_key: str | None
+    started: dt.datetime
+    deadline: float  # time.monotonic() past which no try starts
 
 
 class Dispatcher:
@@ -118,130 +153,155 @@ class Dispatcher:
             + b"\x00"
             + msgspec.json.encode(msgspec.to_builtins(request), order="sorted")
         ).hexdigest()
-        operation_id = new_id()
-        started = utcnow()
-
-        begun = await self._begin(
-            tenant_id, capability, operation_id, idempotency_key, request_hash, started
+        run = _Run(
+            tenant_id=tenant_id,
+            capability=capability,
+            contract=contract,
+            request=request,
+            operation_id=new_id(),
+            idempotency_key=idempotency_key,
+            started=utcnow(),
+            deadline=time.monotonic() + self.settings.operation_deadline,
         )
+        begun = await self._begin(run, request_hash)
         if isinstance(begun, DispatchResponse):
-            return begun  # a replay of a finished operation
-        candidates = begun
+            return begun  # a replay, or an earlier request's unknown outcome
+        candidates, first = begun
 
-        attempts: list[dict[str, Any]] = []
-        auth_failures: list[tuple[str, str]] = []
+        finished: list[dict[str, Any]] = []
         final: OperationResult | None = None
         served_by: str | None = None
         for index, candidate in enumerate(candidates):
-            if index > 0 and not await self.routing.still_usable(
-                tenant_id, candidate.integration_id, capability
-            ):
-                continue
-            result, attempt = await self._try(
-                tenant_id,
-                capability,
-                candidate,
-                request,
-                operation_id,
-                idempotency_key,
-                contract.output,
-            )
-            attempts.append(attempt)
+            if index == 0:
+                attempt = first
+            else:
+                if time.monotonic() >= run.deadline:
+                    break  # no try starts past the operation's deadline
+                attempt = self._attempt(run, candidate)
+                if not await self._ledger(self._start_fallback, run, candidate, attempt):
+                    continue
+            assert attempt is not None
+            result, ended = await self._try(run, candidate, attempt)
+            finished.append({**attempt, **ended})
             final = result
             if result.outcome is OperationOutcome.SUCCEEDED:
                 served_by = candidate.integration_id
-                break
-            if result.outcome is OperationOutcome.AUTH_FAILED:
-                auth_failures.append((candidate.integration_id, result.message))
-                continue
-            if result.outcome is OperationOutcome.TRANSIENT:
-                continue
-            served_by = candidate.integration_id  # rejected or unknown: this one answered
-            break
+            elif result.outcome in (OperationOutcome.REJECTED, OperationOutcome.UNKNOWN):
+                served_by = candidate.integration_id  # this one answered
+            refusal = (
+                self._refusal(run, candidate, result)
+                if result.outcome is OperationOutcome.AUTH_FAILED
+                else None
+            )
+            last = served_by is not None or index == len(candidates) - 1
+            if last:
+                response = self._response(
+                    run.capability, run.operation_id, run.started, final, served_by, finished
+                )
+                await self._ledger(self._finish, run, attempt["id"], ended, refusal, response)
+                return response
+            await self._ledger(self._finish_attempt, attempt["id"], ended, refusal)
 
-        response = self._response(capability, operation_id, started, final, served_by, attempts)
-        await self._finish(
-            tenant_id,
-            operation_id,
-            capability,
-            idempotency_key,
-            request_hash,
-            started,
-            response,
-            attempts,
-            auth_failures,
+        response = self._response(
+            run.capability, run.operation_id, run.started, final, served_by, finished
         )
+        await self._ledger(self._finish, run, None, None, None, response)
         return response
 
-    async def _try(
-        self,
-        tenant_id: str,
-        capability: str,
-        candidate: RouteCandidate,
-        request: msgspec.Struct,
-        operation_id: str,
-        idempotency_key: str | None,
-        output: type[msgspec.Struct],
-    ) -> tuple[OperationResult, dict[str, Any]]:
-        provider = self.catalog.get(candidate.provider)
-        started_at = utcnow()
-        clock = time.perf_counter()
-        secrets: dict[str, Any] = {}
-        if provider is None:
-            result = OperationResult.failed(
-                OperationOutcome.TRANSIENT, f"the provider {candidate.provider} is not installed"
-            )
-        else:
-            try:
-                secrets = await self._open(tenant_id, candidate)
-            except RelaykitError as exc:
-                result = OperationResult.failed(
-                    OperationOutcome.TRANSIENT, f"stored credentials cannot be opened: {exc}"
-                )
-            else:
-                client = self._clients.get(provider)
-                ctx = OperationContext(
-                    client,
-                    str(client.base_url),
-                    operation_id=operation_id,
-                    idempotency_key=idempotency_key or operation_id,
-                )
-                result = await run_operation(
-                    provider.operations[capability],
-                    request,
-                    {**candidate.public_credentials, **secrets},
-                    ctx,
-                    output=output,
-                    secrets=secrets,
-                )
-        duration_ms = round((time.perf_counter() - clock) * 1000, 3)
-        attempt = {
+    async def _ledger(self, fn: Any, *args: Any) -> Any:
+        """One write of the operation's record; a failed one is a 503 naming the operation."""
+        operation_id = args[0].operation_id if isinstance(args[0], _Run) else None
+        try:
+            return await self.database.transaction(fn, *args)
+        except DatabaseError:
+            logger.exception("recording operation %s failed", operation_id)
+            raise LedgerUnavailable(operation_id or "unknown") from None
+
+    # -- one try -------------------------------------------------------------------------------
+
+    def _attempt(self, run: _Run, candidate: RouteCandidate) -> dict[str, Any]:
+        """An attempt's row as it is written before the call: ``in_flight``."""
+        return {
             "id": new_id(),
-            "tenant_id": tenant_id,
-            "operation_id": operation_id,
+            "tenant_id": run.tenant_id,
+            "operation_id": run.operation_id,
             "integration_id": candidate.integration_id,
             "provider": candidate.provider,
-            "capability": capability,
-            "status": "succeeded" if result.outcome is OperationOutcome.SUCCEEDED else "failed",
+            "capability": run.capability,
+            "status": IN_FLIGHT,
+            "outcome": None,
+            "provider_status_code": None,
+            "provider_code": None,
+            "message": "",
+            "duration_ms": None,
+            "started_at": utcnow(),
+            "completed_at": None,
+        }
+
+    async def _try(
+        self, run: _Run, candidate: RouteCandidate, attempt: dict[str, Any]
+    ) -> tuple[OperationResult, dict[str, Any]]:
+        """Call the provider (the attempt is already recorded); the result and what ends the
+        attempt's row."""
+        clock = time.perf_counter()
+        result = await self._call(run, candidate)
+        duration_ms = round((time.perf_counter() - clock) * 1000, 3)
+        succeeded = result.outcome is OperationOutcome.SUCCEEDED
+        ended = {
+            "status": SUCCEEDED if succeeded else FAILED,
             "outcome": result.outcome.value,
             "provider_status_code": result.status_code,
             "provider_code": result.provider_code,
-            "message": result.message
-            or ("OK" if result.outcome is OperationOutcome.SUCCEEDED else ""),
+            "message": result.message or ("OK" if succeeded else ""),
             "duration_ms": duration_ms,
-            "started_at": started_at,
             "completed_at": utcnow(),
         }
         logger.info(
             "operation %s try %s on integration %s (%s): %s in %.1f ms",
-            operation_id,
+            run.operation_id,
             attempt["id"],
             candidate.integration_id,
             candidate.provider,
             result.outcome,
             duration_ms,
         )
-        return result, attempt
+        return result, ended
+
+    async def _call(self, run: _Run, candidate: RouteCandidate) -> OperationResult:
+        provider = self.catalog.get(candidate.provider)
+        if provider is None:
+            return OperationResult.failed(
+                OperationOutcome.TRANSIENT, f"the provider {candidate.provider} is not installed"
+            )
+        try:
+            secrets = await self._open(run.tenant_id, candidate)
+        except RelaykitError as exc:
+            return OperationResult.failed(
+                OperationOutcome.TRANSIENT, f"stored credentials cannot be opened: {exc}"
+            )
+        client = self._clients.get(provider)
+        ctx = OperationContext(
+            client,
+            str(client.base_url),
+            operation_id=run.operation_id,
+            idempotency_key=run.idempotency_key or run.operation_id,
+        )
+        result: OperationResult | None = None
+        with anyio.move_on_after(max(0.0, run.deadline - time.monotonic())):
+            result = await run_operation(
+                provider.operations[run.capability],
+                run.request,
+                {**candidate.public_credentials, **secrets},
+                ctx,
+                output=run.contract.output,
+                secrets=secrets,
+            )
+        if result is None:
+            return OperationResult.failed(
+                OperationOutcome.UNKNOWN,
+                "the operation's deadline passed during the provider call; it may have acted",
+            )
+        return result
 
     async def _open(self, tenant_id: str, candidate: RouteCandidate) -> dict[str, Any]:
         if not candidate.sealed_credentials:
@@ -249,136 +309,158 @@ class Dispatcher:
         context = SealContext(tenant_id, candidate.integration_id, candidate.provider)
         return await unseal(candidate.sealed_credentials, context, self.key_provider)
 
-    # -- the database side -------------------------------------------------------------------
+    def _refusal(
+        self, run: _Run, candidate: RouteCandidate, result: OperationResult
+    ) -> tuple[str, VerificationRecord]:
+        """The integration whose credentials a provider refused, and the record of it."""
+        return candidate.integration_id, VerificationRecord(
+            outcome="auth_failed",
+            message=result.message,
+            error=f"The provider refused the credentials during an operation: {result.message}",
+            operation_id=run.operation_id,
+            checked_at=isoformat_z(utcnow()) or "",
+        )
+
+    # -- the record (each a function of one transaction) ---------------------------------------
 
     async def _begin(
-        self,
-        tenant_id: str,
-        capability: str,
-        operation_id: str,
-        idempotency_key: str | None,
-        request_hash: str,
-        started: Any,
-    ) -> list[RouteCandidate] | DispatchResponse:
-        """Resolve the route; with a key, claim the key first (or replay what it stored)."""
-        if idempotency_key is None:
-            return await self.routing.candidates(tenant_id, capability)
+        self, run: _Run, request_hash: str
+    ) -> tuple[list[RouteCandidate], dict[str, Any] | None] | DispatchResponse:
+        try:
+            return await self.database.transaction(self._record_start, run, request_hash)
+        except DatabaseError:
+            logger.exception("recording operation %s failed", run.operation_id)
+            raise LedgerUnavailable(run.operation_id) from None
 
-        def claim(conn: sa.Connection) -> list[RouteCandidate] | DispatchResponse:
-            existing = operation_rows.by_idempotency_key(conn, tenant_id, idempotency_key)
+    def _record_start(
+        self, conn: sa.Connection, run: _Run, request_hash: str
+    ) -> tuple[list[RouteCandidate], dict[str, Any] | None] | DispatchResponse:
+        """Claim the key (or answer from what it holds), record the operation, resolve the
+        route and record the first attempt: the route and the claim are one snapshot."""
+        now = run.started
+        key = run.idempotency_key
+        if key is not None:
+            existing = operation_rows.by_idempotency_key(conn, run.tenant_id, key)
+            if (
+                existing is not None
+                and existing.key_expires_at is not None
+                and existing.key_expires_at <= now
+            ):
+                operation_rows.release_key(conn, existing.id)
+                existing = None
             if existing is not None:
                 if existing.request_hash != request_hash:
                     raise ValidationError(
                         {IDEMPOTENCY_FIELD: ["This key was already used with a different request."]}
                     )
-                if existing.status == "pending" or existing.response is None:
+                if existing.status != IN_PROGRESS and existing.response is not None:
+                    return msgspec.convert(existing.response, DispatchResponse)
+                if existing.lease_expires_at is not None and existing.lease_expires_at > now:
                     raise IdempotencyConflict(
                         "A request with this Idempotency-Key is still being processed."
                     )
-                return msgspec.convert(existing.response, DispatchResponse)
-            operation_rows.insert(
-                conn,
-                {
-                    "id": operation_id,
-                    "tenant_id": tenant_id,
-                    "capability": capability,
-                    "status": "pending",
-                    "integration_id": None,
-                    "idempotency_key": idempotency_key,
-                    "request_hash": request_hash,
-                    "response": None,
-                    "created_at": started,
-                    "completed_at": None,
-                },
-            )
-            return self.routing.candidates_in(conn, tenant_id, capability)
-
+                answer = settle(conn, existing, now)  # its process is gone
+                if answer is not None:
+                    return answer
+        values = {
+            "id": run.operation_id,
+            "tenant_id": run.tenant_id,
+            "capability": run.capability,
+            "status": IN_PROGRESS,
+            "integration_id": None,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "response": None,
+            "created_at": now,
+            "completed_at": None,
+            "lease_expires_at": lease_until(now, self.settings.operation_deadline),
+            "key_expires_at": (
+                now + dt.timedelta(seconds=self.settings.idempotency_key_ttl)
+                if key is not None
+                else None
+            ),
+        }
         try:
-            return await self.database.transaction(claim)
+            operation_rows.insert(conn, values)
         except IntegrityError:
+            if key is None:
+                raise
             # Another request claimed the key between our read and insert: it is running.
             raise IdempotencyConflict(
                 "A request with this Idempotency-Key is still being processed."
             ) from None
+        candidates = self.routing.candidates_in(conn, run.tenant_id, run.capability)
+        first = self._attempt(run, candidates[0]) if candidates else None
+        if first is not None:
+            attempt_rows.insert(conn, first)
+        return candidates, first
 
-    async def _finish(
+    def _start_fallback(
+        self, conn: sa.Connection, run: _Run, candidate: RouteCandidate, attempt: dict[str, Any]
+    ) -> bool:
+        """Record a fallback's attempt, if the integration may still be tried."""
+        if not integration_rows.usable_for(
+            conn, run.tenant_id, candidate.integration_id, run.capability
+        ):
+            return False
+        attempt_rows.insert(conn, attempt)
+        return True
+
+    def _finish_attempt(
         self,
-        tenant_id: str,
-        operation_id: str,
-        capability: str,
-        idempotency_key: str | None,
-        request_hash: str,
-        started: Any,
-        response: DispatchResponse,
-        attempts: list[dict[str, Any]],
-        auth_failures: list[tuple[str, str]],
+        conn: sa.Connection,
+        attempt_id: str,
+        ended: dict[str, Any],
+        refusal: tuple[str, VerificationRecord] | None,
     ) -> None:
-        now = utcnow()
+        attempt_rows.finish(conn, attempt_id, ended)
+        if refusal is not None:
+            integration_id, record = refusal
+            # Only an integration still active moves: one disabled or re-credentialed
+            # meanwhile keeps what the tenant did.
+            if integration_rows.change_status(
+                conn,
+                integration_id,
+                Action.PROVIDER_AUTH_FAILED,
+                current=Status.ACTIVE,
+                verification=record,
+                now=utcnow(),
+            ):
+                logger.warning(
+                    "integration %s moved to error: credentials refused during an operation",
+                    integration_id,
+                )
+
+    def _finish(
+        self,
+        conn: sa.Connection,
+        run: _Run,
+        attempt_id: str | None,
+        ended: dict[str, Any] | None,
+        refusal: tuple[str, VerificationRecord] | None,
+        response: DispatchResponse,
+    ) -> None:
+        """Finish the last attempt (if any) and the operation, in one transaction."""
+        if attempt_id is not None and ended is not None:
+            self._finish_attempt(conn, attempt_id, ended, refusal)
         stored = msgspec.to_builtins(response)
         result = stored["data"].get("result")
         if isinstance(result, dict) and result.get("client_secret"):
             # A payment's client secret lets whoever holds it confirm the payment: it is
             # handed out once, in the first response, and not kept (a replay shows null).
             stored["data"]["result"] = {**result, "client_secret": None}
-        values = {
-            "status": response.data["status"],
-            "integration_id": response.data["integration_id"],
-            "response": stored,
-            "completed_at": now,
-        }
-
-        refusals = [
-            (
-                integration_id,
-                VerificationRecord(
-                    outcome="auth_failed",
-                    message=message,
-                    error=f"The provider refused the credentials during an operation: {message}",
-                    operation_id=operation_id,
-                    checked_at=isoformat_z(now) or "",
-                ),
-            )
-            for integration_id, message in auth_failures
-        ]
-
-        def write(conn: sa.Connection) -> list[str]:
-            if idempotency_key is None:
-                operation_rows.insert(
-                    conn,
-                    {
-                        "id": operation_id,
-                        "tenant_id": tenant_id,
-                        "capability": capability,
-                        "idempotency_key": None,
-                        "request_hash": request_hash,
-                        "created_at": started,
-                        **values,
-                    },
-                )
-            else:
-                operation_rows.complete(conn, operation_id, values)
-            attempt_rows.insert(conn, attempts)
-            # Only an integration still active moves: one disabled or re-credentialed
-            # meanwhile keeps what the tenant did.
-            return [
-                integration_id
-                for integration_id, record in refusals
-                if integration_rows.change_status(
-                    conn,
-                    integration_id,
-                    Action.PROVIDER_AUTH_FAILED,
-                    current=Status.ACTIVE,
-                    verification=record,
-                    now=now,
-                )
-            ]
-
-        for integration_id in await self.database.transaction(write):
-            logger.warning(
-                "integration %s moved to error: credentials refused during operation %s",
-                integration_id,
-                operation_id,
-            )
+        status = response.data["status"]
+        operation_rows.finish(
+            conn,
+            run.operation_id,
+            {
+                "status": status,
+                "integration_id": response.data["integration_id"],
+                "response": stored,
+                "completed_at": utcnow(),
+            },
+            release_key=status == FAILED and response.code in _RETRYABLE_CODES,
+        )
 
     # -- the answer --------------------------------------------------------------------------
 
@@ -392,10 +474,11 @@ class Dispatcher:
         attempts: list[dict[str, Any]],
     ) -> DispatchResponse:
         succeeded = final is not None and final.outcome is OperationOutcome.SUCCEEDED
+        ledger_status, _ = _ledger_status(final)
         data = {
             "id": operation_id,
             "capability": capability,
-            "status": "succeeded" if succeeded else "failed",
+            "status": ledger_status,
             "integration_id": served_by,
             "result": msgspec.to_builtins(final.result) if succeeded and final else None,
             "error": None,
@@ -435,20 +518,18 @@ class Dispatcher:
         return DispatchResponse(status, False, message, data, code=code)
 
 
-def attempt_view(row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
-    """A delivery attempt as the API shows it."""
-    return {
-        "id": row["id"],
-        "operation_id": row["operation_id"],
-        "integration_id": row["integration_id"],
-        "provider": row["provider"],
-        "capability": row["capability"],
-        "status": row["status"],
-        "outcome": row["outcome"],
-        "provider_status_code": row["provider_status_code"],
-        "provider_code": row["provider_code"],
-        "message": row["message"],
-        "duration_ms": row["duration_ms"],
-        "started_at": isoformat_z(row["started_at"]),
-        "completed_at": isoformat_z(row["completed_at"]),
-    }
+#: Answers after which no provider can have acted: the key is released, so it may retry.
+_RETRYABLE_CODES = frozenset({"no_active_provider", "provider_unavailable"})
+
+
+def _ledger_status(final: OperationResult | None) -> tuple[str, bool]:
+    """The operation's status for its last try's result, and whether a provider acted."""
+    if final is None:
+        return FAILED, False
+    if final.outcome is OperationOutcome.SUCCEEDED:
+        return SUCCEEDED, True
+    if final.outcome is OperationOutcome.REJECTED:
+        return FAILED, True
+    if final.outcome is OperationOutcome.UNKNOWN:
+        return OUTCOME_UNKNOWN, True
+    return FAILED, False

@@ -23,6 +23,7 @@ from relaykit.deliveries import DeliveryAttemptService
 from relaykit.dispatch import Dispatcher
 from relaykit.integrations import IntegrationService
 from relaykit.keys import load_key_provider
+from relaykit.ledger import OperationService
 from relaykit.plugins import RelaykitPluginManager
 from relaykit.routing import RoutingService
 from relaykit.sealing import KeyProvider
@@ -65,6 +66,7 @@ class Services:
             settings, database, catalog, key_provider, self.routing, transport=transport
         )
         self.deliveries = DeliveryAttemptService(database, catalog)
+        self.operations = OperationService(database, catalog)
 
     @classmethod
     def open(cls, settings: Settings, plugin_manager: RelaykitPluginManager) -> Services:

@@ -132,6 +132,28 @@ SETTINGS: tuple[Setting, ...] = (
         help="Seconds one try of an operation (e.g. sending an SMS) may take.",
     ),
     Setting(
+        name="RELAYKIT_OPERATION_DEADLINE",
+        kind=float,
+        default=60.0,
+        help="Seconds one operation may take across all its tries (fallbacks included). An "
+        "attempt still `in_flight` this long after it started, plus 5 s, belongs to a "
+        "process that is gone: the worker settles it as `outcome_unknown`.",
+    ),
+    Setting(
+        name="RELAYKIT_IDEMPOTENCY_KEY_TTL",
+        kind=float,
+        default=86400.0,
+        doc_default="`86400` (24 hours)",
+        help="Seconds an `Idempotency-Key` holds after its operation started; then it is "
+        "released and the same key starts a new operation.",
+    ),
+    Setting(
+        name="RELAYKIT_RETENTION_DAYS",
+        kind=float,
+        default=90.0,
+        help="Days operations and their delivery attempts are kept; the worker deletes older ones.",
+    ),
+    Setting(
         name="RELAYKIT_KEY_PROVIDER",
         kind=str,
         default="local",
@@ -278,6 +300,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     verify_backoff_max: float = _DEFAULT["verify_backoff_max"]
     worker_poll: float = _DEFAULT["worker_poll"]
     operation_timeout: float = _DEFAULT["operation_timeout"]
+    operation_deadline: float = _DEFAULT["operation_deadline"]
+    idempotency_key_ttl: float = _DEFAULT["idempotency_key_ttl"]
+    retention_days: float = _DEFAULT["retention_days"]
     key_provider: str = _DEFAULT["key_provider"]
     read_cache: bool = _DEFAULT["read_cache"]
     disabled_plugins: tuple[str, ...] = _DEFAULT["disabled_plugins"]

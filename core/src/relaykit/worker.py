@@ -44,12 +44,13 @@ import msgspec
 from relaykit.catalog import Catalog
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id, utcnow
+from relaykit.ledger import settle_abandoned
 from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.provider_http import ProviderClients, ProviderContext
 from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, open_credentials
 from relaykit.settings import Settings
 from relaykit.storage import integrations as rows
-from relaykit.storage.database import Database, OperationalError
+from relaykit.storage.database import Database, DatabaseError, OperationalError
 from relaykit.verification import VerificationOutcome, VerificationResult, run_verifier
 
 logger = logging.getLogger("relaykit.worker")
@@ -152,7 +153,11 @@ class VerificationWorker:
             logger.info("verification worker %s stopped (%d leases returned)", self.owner, released)
 
     async def _claim_loop(self, group: anyio.abc.TaskGroup) -> None:
+        next_sweep = 0.0
         while not self._stopping:
+            if anyio.current_time() >= next_sweep:
+                await self.sweep_ledger()
+                next_sweep = anyio.current_time() + self.sweep_interval
             free = self.settings.worker_concurrency - self._in_flight
             claimed: list[VerificationJob] = []
             if free > 0:
@@ -171,6 +176,34 @@ class VerificationWorker:
                     await self._wait(self.settings.worker_poll)
                 continue
             await self._wait(self.settings.worker_poll)
+
+    @property
+    def sweep_interval(self) -> float:
+        """Seconds between sweeps of the operations ledger: often enough that an operation
+        whose process died is settled soon after its lease, at most every 30 s."""
+        return min(30.0, max(1.0, self.settings.operation_deadline / 2))
+
+    async def sweep_ledger(self) -> dict[str, int]:
+        """Settle what dead processes left in the operations ledger, release expired
+        idempotency keys, delete operations past retention (relaykit.ledger)."""
+        try:
+            counts = await self.database.transaction(
+                settle_abandoned,
+                now=utcnow(),
+                deadline_seconds=self.settings.operation_deadline,
+                retention_days=self.settings.retention_days,
+            )
+        except DatabaseError as exc:
+            logger.warning("sweeping the operations ledger failed: %s", type(exc).__name__)
+            return {}
+        if any(counts.values()):
+            logger.info(
+                "ledger sweep: %(attempts)d attempts and %(operations)d operations settled as "
+                "their processes are gone, %(keys)d idempotency keys released, %(deleted)d "
+                "operations past retention deleted",
+                counts,
+            )
+        return counts
 
     async def _wait(self, timeout: float) -> None:
         assert self._wakeup is not None

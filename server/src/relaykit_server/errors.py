@@ -14,6 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from relaykit.dispatch import LedgerUnavailable
 from relaykit.errors import (
     AuthenticationError,
     ConflictError,
@@ -62,6 +63,8 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
         return failure(404, str(exc) or "Not found.", code="not_found")
     if isinstance(exc, ConflictError):
         return failure(409, str(exc), code=exc.code)
+    if isinstance(exc, LedgerUnavailable):
+        return failure(503, str(exc), code=exc.code, data={"id": exc.operation_id})
     if isinstance(exc, AuthenticationError):
         return failure(
             401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}

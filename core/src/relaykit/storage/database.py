@@ -40,6 +40,8 @@ P = ParamSpec("P")
 IntegrityError = sa.exc.IntegrityError
 #: The database could not be reached, or stayed locked past the busy timeout.
 OperationalError = sa.exc.OperationalError
+#: Any error the database reported (the two above included).
+DatabaseError = sa.exc.DBAPIError
 
 _WRITE_OPTION = "relaykit_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000

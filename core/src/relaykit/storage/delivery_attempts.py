@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -18,11 +19,58 @@ d = delivery_attempts
 _INSERT = d.insert()
 
 
-def insert(conn: sa.Connection, attempts: Sequence[Mapping[str, Any]]) -> None:
-    if len(attempts) == 1:  # the common case: one row, without executemany's machinery
-        conn.execute(_INSERT, dict(attempts[0]))
-    elif attempts:
-        conn.execute(_INSERT, [dict(a) for a in attempts])
+IN_FLIGHT = "in_flight"
+
+
+def insert(conn: sa.Connection, attempt: Mapping[str, Any]) -> None:
+    """Record an attempt (``in_flight``, before its provider call)."""
+    conn.execute(_INSERT, dict(attempt))
+
+
+def finish(conn: sa.Connection, attempt_id: str, values: Mapping[str, Any]) -> None:
+    """Record how an attempt ended."""
+    conn.execute(d.update().where(d.c.id == attempt_id).values(**values))
+
+
+def of_operation(conn: sa.Connection, operation_id: str) -> list[sa.RowMapping]:
+    """An operation's attempts, in the order they were made."""
+    return [
+        row._mapping
+        for row in conn.execute(
+            sa.select(d).where(d.c.operation_id == operation_id).order_by(d.c.id)
+        )
+    ]
+
+
+def settle_in_flight(
+    conn: sa.Connection,
+    *,
+    now: dt.datetime,
+    message: str,
+    operation_id: str | None = None,
+    started_before: dt.datetime | None = None,
+) -> list[str]:
+    """Mark attempts still ``in_flight`` (of one operation, or started before a time) as
+    ``outcome_unknown``: their process is gone and the provider may have acted. The ids of
+    the operations they belong to."""
+    conditions = [d.c.status == IN_FLIGHT]
+    if operation_id is not None:
+        conditions.append(d.c.operation_id == operation_id)
+    if started_before is not None:
+        conditions.append(d.c.started_at < started_before)
+    found = conn.execute(sa.select(d.c.id, d.c.operation_id).where(*conditions)).all()
+    if found:
+        conn.execute(
+            d.update()
+            .where(d.c.id.in_([row.id for row in found]))
+            .values(
+                status="outcome_unknown",
+                outcome="outcome_unknown",
+                message=message,
+                completed_at=now,
+            )
+        )
+    return sorted({row.operation_id for row in found})
 
 
 def find(conn: sa.Connection, tenant_id: str, attempt_id: str) -> sa.RowMapping | None:
@@ -35,6 +83,7 @@ def page_of(
     conn: sa.Connection,
     tenant_id: str,
     *,
+    operation_id: str | None,
     integration_id: str | None,
     capability: str | None,
     status: str | None,
@@ -44,6 +93,7 @@ def page_of(
 ) -> Page[T]:
     conditions = [d.c.tenant_id == tenant_id]
     for column, value in (
+        (d.c.operation_id, operation_id),
         (d.c.integration_id, integration_id),
         (d.c.capability, capability),
         (d.c.status, status),

@@ -180,7 +180,11 @@ class RoutingRule(SQLModel, table=True):
 
 
 class Operation(SQLModel, table=True):
-    """One request to do something (send an SMS, take a payment), however many tries."""
+    """One request to do something (send an SMS, take a payment), however many tries.
+
+    Written before the first provider call (``in_progress``) and finished after the last
+    (``succeeded``, ``failed``, ``outcome_unknown``): the ledger never misses an action.
+    """
 
     __tablename__ = "operations"
     __table_args__ = (
@@ -192,6 +196,17 @@ class Operation(SQLModel, table=True):
             sqlite_where=sa.text("idempotency_key IS NOT NULL"),
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
+        # The ledger: a tenant's operations, newest first.
+        sa.Index("ix_operations_tenant_id_id", "tenant_id", "id"),
+        # The sweep: operations still in progress, by when their process is presumed gone.
+        sa.Index(
+            "ix_operations_in_progress",
+            "lease_expires_at",
+            sqlite_where=sa.text("status = 'in_progress'"),
+            postgresql_where=sa.text("status = 'in_progress'"),
+        ),
+        # Retention and key expiry.
+        sa.Index("ix_operations_created_at", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=26)
@@ -205,15 +220,27 @@ class Operation(SQLModel, table=True):
     response: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
     created_at: dt.datetime = _ts()
     completed_at: dt.datetime | None = _ts(nullable=True)
+    #: while in progress: past this, the process running it is presumed gone
+    lease_expires_at: dt.datetime | None = _ts(nullable=True)
+    #: when its idempotency key stops holding (the key is then released)
+    key_expires_at: dt.datetime | None = _ts(nullable=True)
 
 
 class DeliveryAttempt(SQLModel, table=True):
-    """One try of an operation with one integration."""
+    """One try of an operation with one integration: written ``in_flight`` before the
+    provider call, finished after it."""
 
     __tablename__ = "delivery_attempts"
     __table_args__ = (
         sa.Index("ix_delivery_attempts_tenant_id_id", "tenant_id", "id"),
         sa.Index("ix_delivery_attempts_operation", "operation_id"),
+        # The sweep: attempts whose process may be gone.
+        sa.Index(
+            "ix_delivery_attempts_in_flight",
+            "started_at",
+            sqlite_where=sa.text("status = 'in_flight'"),
+            postgresql_where=sa.text("status = 'in_flight'"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=26)
@@ -223,13 +250,14 @@ class DeliveryAttempt(SQLModel, table=True):
     provider: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
     capability: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
     status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
-    outcome: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    #: null while in flight
+    outcome: str | None = Field(default=None, sa_column=sa.Column(sa.String(20), nullable=True))
     provider_status_code: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     provider_code: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     message: str = Field(sa_column=sa.Column(sa.String(500), nullable=False))
-    duration_ms: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    duration_ms: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
     started_at: dt.datetime = _ts()
-    completed_at: dt.datetime = _ts()
+    completed_at: dt.datetime | None = _ts(nullable=True)
 
 
 tenants = Tenant.__table__  # type: ignore[attr-defined]

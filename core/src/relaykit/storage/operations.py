@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from relaykit.storage.models import operations
+from relaykit.pagination import Page
+from relaykit.storage.models import delivery_attempts, operations
+from relaykit.storage.pages import select_page
+
+T = TypeVar("T")
 
 o = operations
+d = delivery_attempts
+IN_PROGRESS = "in_progress"
 # Built once, so SQLAlchemy reuses the compiled statement (dispatch's hot path).
 _INSERT = o.insert()
 
 
 def by_idempotency_key(conn: sa.Connection, tenant_id: str, key: str) -> sa.Row[Any] | None:
-    """The tenant's operation recorded under ``key``: its status, request hash and stored
-    response, or ``None``."""
+    """The tenant's operation holding ``key``, or ``None``."""
     return conn.execute(
-        sa.select(o.c.status, o.c.request_hash, o.c.response).where(
-            o.c.tenant_id == tenant_id, o.c.idempotency_key == key
-        )
+        sa.select(o).where(o.c.tenant_id == tenant_id, o.c.idempotency_key == key)
+    ).first()
+
+
+def find(conn: sa.Connection, tenant_id: str, operation_id: str) -> sa.Row[Any] | None:
+    """The tenant's operation with that id; another tenant's id finds nothing."""
+    return conn.execute(
+        sa.select(o).where(o.c.id == operation_id, o.c.tenant_id == tenant_id)
     ).first()
 
 
@@ -30,5 +41,76 @@ def insert(conn: sa.Connection, values: Mapping[str, Any]) -> None:
     conn.execute(_INSERT, dict(values))
 
 
-def complete(conn: sa.Connection, operation_id: str, values: Mapping[str, Any]) -> None:
-    conn.execute(o.update().where(o.c.id == operation_id).values(**values))
+def finish(
+    conn: sa.Connection, operation_id: str, values: Mapping[str, Any], *, release_key: bool
+) -> None:
+    """Record how an operation ended (its lease is over); ``release_key`` frees its
+    idempotency key so the same key may start a new operation."""
+    extra: dict[str, Any] = {"lease_expires_at": None}
+    if release_key:
+        extra["idempotency_key"] = None
+    conn.execute(o.update().where(o.c.id == operation_id).values(**values, **extra))
+
+
+def release_key(conn: sa.Connection, operation_id: str) -> None:
+    """Free the operation's idempotency key (it expired)."""
+    conn.execute(o.update().where(o.c.id == operation_id).values(idempotency_key=None))
+
+
+def release_expired_keys(conn: sa.Connection, now: dt.datetime) -> int:
+    """Free the idempotency keys whose time is up: how many."""
+    result = conn.execute(
+        o.update()
+        .where(o.c.idempotency_key.is_not(None), o.c.key_expires_at <= now)
+        .values(idempotency_key=None)
+    )
+    return int(result.rowcount)
+
+
+def abandoned(conn: sa.Connection, now: dt.datetime, limit: int = 500) -> list[sa.Row[Any]]:
+    """Operations still in progress whose lease ran out (their process is gone)."""
+    return list(
+        conn.execute(
+            sa.select(o)
+            .where(o.c.status == IN_PROGRESS, o.c.lease_expires_at <= now)
+            .order_by(o.c.lease_expires_at)
+            .limit(limit)
+        )
+    )
+
+
+def delete_created_before(conn: sa.Connection, cutoff: dt.datetime) -> int:
+    """Delete operations (and their attempts) created before ``cutoff`` that have ended:
+    how many operations."""
+    old = sa.select(o.c.id).where(o.c.created_at < cutoff, o.c.status != IN_PROGRESS)
+    conn.execute(d.delete().where(d.c.operation_id.in_(old.scalar_subquery())))
+    return int(
+        conn.execute(o.delete().where(o.c.created_at < cutoff, o.c.status != IN_PROGRESS)).rowcount
+    )
+
+
+def page_of(
+    conn: sa.Connection,
+    tenant_id: str,
+    *,
+    capability: str | None,
+    status: str | None,
+    integration_id: str | None,
+    idempotency_key: str | None,
+    page: int,
+    per_page: int,
+    view: Callable[[Any], T],
+) -> Page[T]:
+    """One page of the tenant's operations, newest first."""
+    conditions = [o.c.tenant_id == tenant_id]
+    for column, value in (
+        (o.c.capability, capability),
+        (o.c.status, status),
+        (o.c.integration_id, integration_id),
+        (o.c.idempotency_key, idempotency_key),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    return select_page(
+        conn, o, conditions, page=page, per_page=per_page, view=view, newest_first=True
+    )

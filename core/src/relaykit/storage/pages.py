@@ -21,16 +21,17 @@ def select_page(
     page: int,
     per_page: int,
     view: Callable[[Any], T],
+    newest_first: bool = False,
 ) -> Page[T]:
-    """One page of ``table``'s rows matching ``conditions``, in id (creation) order, each
-    through ``view``, and the total."""
+    """One page of ``table``'s rows matching ``conditions``, in id (creation) order (or
+    the newest first), each through ``view``, and the total."""
     total = conn.execute(
         sa.select(sa.func.count()).select_from(table).where(*conditions)
     ).scalar_one()
     rows = conn.execute(
         sa.select(table)
         .where(*conditions)
-        .order_by(table.c.id)
+        .order_by(table.c.id.desc() if newest_first else table.c.id)
         .limit(per_page)
         .offset((page - 1) * per_page)
     )

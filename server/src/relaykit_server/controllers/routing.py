@@ -61,6 +61,25 @@ class OperationsController(Controller):
     path = "/operations"
     tags = ["operations"]
 
+    @get("/", summary="List operations (the ledger), newest first")
+    async def list_operations(self, request: ApiRequest) -> Response[Any]:
+        page_number, per_page = paging(request)
+        filters = {
+            name: request.query_params.get(name) or None
+            for name in ("capability", "status", "integration_id", "idempotency_key")
+        }
+        page = await services_of(request.app).operations.list(
+            request.user.tenant_id, page=page_number, per_page=per_page, **filters
+        )
+        return paginated(request, page, "/api/v1/operations", filters)
+
+    @get("/{capability:str}", summary="Get an operation")
+    async def get_operation(self, request: ApiRequest, capability: FromPath[str]) -> Response[Any]:
+        # The path parameter is the operation's id: Litestar wants one name per path segment,
+        # and POST names it after the capability.
+        view = await services_of(request.app).operations.get(request.user.tenant_id, capability)
+        return success(view)
+
     @post("/{capability:str}", summary="Run an operation through routing", status_code=201)
     async def run_operation(self, request: ApiRequest, capability: FromPath[str]) -> Response[Any]:
         payload = await read_json(request)
@@ -82,7 +101,7 @@ class DeliveryAttemptsController(Controller):
         page_number, per_page = paging(request)
         filters = {
             name: request.query_params.get(name) or None
-            for name in ("integration_id", "capability", "status")
+            for name in ("operation_id", "integration_id", "capability", "status")
         }
         page = await services_of(request.app).deliveries.list(
             request.user.tenant_id,

@@ -1,0 +1,167 @@
+"""The operations ledger across a crash: the serving process is killed (SIGKILL) mid-send,
+restarted, and the ledger and the Idempotency-Key tell the truth (real server, real Twilio
+plugin, a local stand-in of Twilio's API that can hold its answer)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from relaykit.testing.standin import StandIn, stand_in
+
+from .conftest import Server, cli_env, run_cli, start_server, stop_server
+from .messaging_standin import Messaging
+from .test_verification_e2e import wait_for
+
+SMS = "/api/v1/operations/send_sms"
+MESSAGE = {"to": "+14155552345", "body": "Your code is 123456"}
+# A short deadline, so the dead process's lease (deadline + 5 s) runs out within the test.
+LEDGER = {"RELAYKIT_OPERATION_DEADLINE": "2"}
+
+
+class World:
+    def __init__(self, tmp_path: Path, messaging: Messaging, providers: StandIn) -> None:
+        self.tmp_path = tmp_path
+        self.messaging = messaging
+        self.env = cli_env(
+            tmp_path / "home",
+            {
+                **LEDGER,
+                "RELAYKIT_TWILIO_API_BASE": providers.base_url,
+                "RELAYKIT_PLIVO_API_BASE": providers.base_url,
+            },
+        )
+        run_cli(["tenants", "create", "acme"], self.env)
+        created = run_cli(["tokens", "create", "--tenant", "acme"], self.env)
+        self.token = created.stdout.strip().splitlines()[-1]
+        self.server = self.start()
+
+    def start(self) -> Server:
+        self.server = start_server(self.env, self.tmp_path / "server.log")
+        return self.server
+
+    def client(self) -> httpx.Client:
+        return self.server.client(self.token)
+
+    def twilio(self, auth_token: str) -> str:
+        with self.client() as client:
+            created = client.post(
+                "/api/v1/integrations",
+                json={
+                    "provider": "twilio",
+                    "credentials": {
+                        "account_sid": "AC-stand-in",
+                        "auth_token": auth_token,
+                        "from_number": "+15550100000",
+                    },
+                    "enabled_capabilities": ["send_sms"],
+                },
+            )
+            assert created.status_code == 201, created.text
+            integration_id = str(created.json()["data"]["id"])
+            wait_for(
+                lambda: (
+                    client.get(f"/api/v1/integrations/{integration_id}").json()["data"]["status"]
+                    == "active"
+                )
+            )
+            rule = client.post(
+                "/api/v1/routing-rules",
+                json={
+                    "capability": "send_sms",
+                    "integration_id": integration_id,
+                    "is_default": True,
+                },
+            )
+            assert rule.status_code == 201, rule.text
+        return integration_id
+
+    def send_in_background(self, key: str) -> threading.Thread:
+        def send() -> None:
+            try:
+                with self.client() as client:
+                    client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": key})
+            except httpx.HTTPError:
+                pass  # the server is killed under it
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        return thread
+
+    def kill(self) -> None:
+        self.server.process.send_signal(signal.SIGKILL)
+        self.server.process.wait(timeout=10)
+
+    def operation_by_key(self, key: str) -> dict[str, Any] | None:
+        with self.client() as client:
+            found = client.get("/api/v1/operations", params={"idempotency_key": key}).json()
+        return found["data"][0] if found["data"] else None
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    messaging = Messaging()
+    with stand_in(messaging) as providers:
+        made = World(tmp_path, messaging, providers)
+        try:
+            yield made
+        finally:
+            messaging.release.set()
+            stop_server(made.server)
+
+
+def test_a_send_the_provider_accepted_before_the_crash_is_never_sent_again(world: World) -> None:
+    world.twilio("tok-hold")
+    world.messaging.mode["tok-hold"] = "hold"
+    sender = world.send_in_background("otp-4711")
+    assert world.messaging.accepted.wait(timeout=30)  # Twilio has the message
+    world.kill()  # before relaykit could answer or record the answer
+    world.messaging.release.set()
+    sender.join(timeout=30)
+    world.start()
+    operation = world.operation_by_key("otp-4711")
+    assert operation is not None
+    # The restarted worker settles it once the dead process's lease has run out.
+    wait_for(lambda: (world.operation_by_key("otp-4711") or {})["status"] == "outcome_unknown")
+    with world.client() as client:
+        settled = client.get(f"/api/v1/operations/{operation['id']}").json()["data"]
+        [attempt] = settled["attempts"]
+        assert attempt["status"] == attempt["outcome"] == "outcome_unknown"
+        retry = client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": "otp-4711"})
+    assert retry.status_code == 409, retry.text
+    assert retry.json()["code"] == "operation_outcome_unknown"
+    assert retry.json()["data"]["id"] == operation["id"]
+    assert world.messaging.sends["tok-hold"] == 1  # exactly one request reached Twilio
+
+
+def test_a_server_killed_before_the_provider_call_sends_once_on_retry(
+    world: World, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the window is made with SQLite's write lock")
+    world.twilio("tok-ok")
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the server's first record of the send waits here
+        sender = world.send_in_background("otp-4712")
+        threading.Event().wait(1.0)
+        world.kill()  # before anything was recorded, so before any provider call
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    sender.join(timeout=30)
+    assert world.messaging.sends["tok-ok"] == 0
+    world.start()
+    with world.client() as client:
+        retry = client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": "otp-4712"})
+        assert retry.status_code == 201, retry.text
+        again = client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": "otp-4712"})
+    assert again.json() == retry.json()  # replayed
+    assert world.messaging.sends["tok-ok"] == 1
