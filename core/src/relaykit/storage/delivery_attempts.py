@@ -27,9 +27,12 @@ def insert(conn: sa.Connection, attempt: Mapping[str, Any]) -> None:
     conn.execute(_INSERT, dict(attempt))
 
 
+_FINISH = d.update().where(d.c.id == sa.bindparam("b_id"))
+
+
 def finish(conn: sa.Connection, attempt_id: str, values: Mapping[str, Any]) -> None:
-    """Record how an attempt ended."""
-    conn.execute(d.update().where(d.c.id == attempt_id).values(**values))
+    """Record how an attempt ended (the SET columns are the keys of ``values``)."""
+    conn.execute(_FINISH, {**values, "b_id": attempt_id})
 
 
 def of_operation(conn: sa.Connection, operation_id: str) -> list[sa.RowMapping]:

@@ -17,8 +17,10 @@ T = TypeVar("T")
 o = operations
 d = delivery_attempts
 IN_PROGRESS = "in_progress"
-# Built once, so SQLAlchemy reuses the compiled statement (dispatch's hot path).
+# Built once, so SQLAlchemy reuses the compiled statements (dispatch's hot path); the SET
+# columns of _FINISH are the keys of the parameters.
 _INSERT = o.insert()
+_FINISH = o.update().where(o.c.id == sa.bindparam("b_id"))
 
 
 def by_idempotency_key(conn: sa.Connection, tenant_id: str, key: str) -> sa.Row[Any] | None:
@@ -46,10 +48,10 @@ def finish(
 ) -> None:
     """Record how an operation ended (its lease is over); ``release_key`` frees its
     idempotency key so the same key may start a new operation."""
-    extra: dict[str, Any] = {"lease_expires_at": None}
+    params: dict[str, Any] = {**values, "lease_expires_at": None, "b_id": operation_id}
     if release_key:
-        extra["idempotency_key"] = None
-    conn.execute(o.update().where(o.c.id == operation_id).values(**values, **extra))
+        params["idempotency_key"] = None
+    conn.execute(_FINISH, params)
 
 
 def release_key(conn: sa.Connection, operation_id: str) -> None:
