@@ -141,20 +141,32 @@ def test_a_send_the_provider_accepted_before_the_crash_is_never_sent_again(world
     assert world.messaging.sends["tok-hold"] == 1  # exactly one request reached Twilio
 
 
+def hold_the_operations_table(database_url: str) -> Any:
+    """Another process's transaction that keeps the server from recording a new operation
+    (SQLite: its write lock; PostgreSQL: an exclusive lock on the operations table); close
+    it to let go."""
+    if database_url.startswith("sqlite"):
+        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        return holder
+    import psycopg
+
+    holder = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"))
+    holder.execute("LOCK TABLE operations IN EXCLUSIVE MODE")
+    return holder
+
+
 def test_a_server_killed_before_the_provider_call_sends_once_on_retry(
     world: World, database_url: str
 ) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the window is made with SQLite's write lock")
     world.twilio("tok-ok")
-    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder = hold_the_operations_table(database_url)
     try:
-        holder.execute("BEGIN IMMEDIATE")  # the server's first record of the send waits here
         sender = world.send_in_background("otp-4712")
-        threading.Event().wait(1.0)
+        threading.Event().wait(1.0)  # the send is waiting to record its operation
         world.kill()  # before anything was recorded, so before any provider call
-        holder.execute("ROLLBACK")
     finally:
+        holder.rollback()
         holder.close()
     sender.join(timeout=30)
     assert world.messaging.sends["tok-ok"] == 0

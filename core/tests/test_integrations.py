@@ -4,6 +4,7 @@ read and its write: it seals outside any transaction, so it must notice and star
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,9 +17,11 @@ from relaykit.errors import ConflictError
 from relaykit.ids import utcnow
 from relaykit.integrations import UPDATE_TRIES, IntegrationService
 from relaykit.keys import LocalKeyring
+from relaykit.lifecycle import Action
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, open_credentials
 from relaykit.settings import Settings
+from relaykit.storage import integrations as integration_rows
 from relaykit.storage.database import Database, open_database
 from relaykit.storage.models import integrations
 
@@ -215,3 +218,69 @@ async def test_a_move_after_the_patch_is_refused_with_a_reason(
     await service.update(tenant_id, created.id, {"credentials": {"api_key": "key-new-0009"}})
     with pytest.raises(ConflictError, match="awaiting credential verification"):
         await service.activate(tenant_id, created.id)
+
+
+async def test_a_patch_landing_inside_an_activate_makes_the_activate_a_409(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    """The other interleaving, on PostgreSQL: the PATCH's write commits after activate read
+    the row and before its compare-and-set. Another connection's row lock is the barrier:
+    activate reads (no lock), then its UPDATE waits on the lock while the PATCH's statement
+    commits through that connection. A hundred rounds: activate always loses with a 409,
+    and the row is never active with the new, unverified credentials."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: a write cannot land inside another")
+    service, _, tenant_id = world
+    for _ in range(100):
+        created = await service.create(tenant_id, BODY)
+        set_status(database, created.id, "inactive")
+        with database.engine.connect() as locker:
+            patch = locker.begin()
+            locker.execute(
+                sa.select(integrations.c.id)
+                .where(integrations.c.id == created.id)
+                .with_for_update()
+            )
+            outcome: list[Any] = []
+
+            def activate(integration_id: str = created.id, outcome: list[Any] = outcome) -> None:
+                try:
+                    outcome.append(anyio.run(service.activate, tenant_id, integration_id))
+                except ConflictError as exc:
+                    outcome.append(exc)
+
+            thread = threading.Thread(target=activate)
+            thread.start()
+            waiting_on_lock(database)  # activate has read and now waits to write
+            assert integration_rows.change_status(
+                locker,
+                created.id,
+                Action.CREDENTIALS_CHANGED,
+                current="inactive",
+                verification=None,
+                now=utcnow(),
+                also={"credentials_version": 2, "verified_at": None},
+            )
+            patch.commit()
+            thread.join(timeout=30)
+        [lost] = outcome
+        assert isinstance(lost, ConflictError) and "changed meanwhile" in str(lost)
+        assert version(database, created.id) == 2
+        shown = await service.get(tenant_id, created.id)
+        assert shown.status == "pending_verify" and shown.verified_at is None
+        await service.delete(tenant_id, created.id)
+
+
+def waiting_on_lock(database: Database, timeout: float = 10.0) -> None:
+    """Return once some session of the database waits for a lock (PostgreSQL)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = database.read_blocking(
+            lambda conn: conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted"
+            ).scalar_one()
+        )
+        if waiting:
+            return
+        time.sleep(0.005)
+    raise AssertionError("nothing came to wait on the lock")
