@@ -21,7 +21,7 @@ import pytest
 
 from relaykit import MessageResult, OperationOutcome, OperationResult
 from relaykit.capabilities import SEND_SMS, SEND_WHATSAPP
-from relaykit.testing import recording, run_handler
+from relaykit.testing import run_recorded
 from relaykit_plivo import PROVIDER
 
 AUTH_ID = "MAC0FFEE0123456789AB"
@@ -56,9 +56,7 @@ def send(
     capability: str, respond: Respond, body: str = "Hello! \U0001f44d"
 ) -> tuple[OperationResult, list[httpx.Request]]:
     """Run the handler for ``capability`` as the dispatcher does; the result and the requests."""
-    handler, seen = recording(respond)
-    payload = {"to": TO_NUMBER, "body": body}
-    return run_handler(PROVIDER, capability, payload, CREDENTIALS, handler=handler), seen
+    return run_recorded(PROVIDER, capability, {"to": TO_NUMBER, "body": body}, CREDENTIALS, respond)
 
 
 def sent_json(request: httpx.Request) -> Any:

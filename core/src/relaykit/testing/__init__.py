@@ -18,6 +18,7 @@ from relaykit.testing.http import (
     closed_port_url,
     recording,
     run_handler,
+    run_recorded,
     run_verification,
     silent_server,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "closed_port_url",
     "recording",
     "run_handler",
+    "run_recorded",
     "run_verification",
     "silent_server",
 ]

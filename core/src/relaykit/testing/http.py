@@ -117,6 +117,19 @@ def run_handler(
     return anyio.run(main)
 
 
+def run_recorded(
+    provider: Provider,
+    capability: str,
+    payload: Mapping[str, object],
+    credentials: Credentials,
+    respond: Handler,
+) -> tuple[OperationResult, list[httpx.Request]]:
+    """:func:`run_handler` against ``respond`` (a fake of the provider's API): the result,
+    and every request the fake received."""
+    handler, seen = recording(respond)
+    return run_handler(provider, capability, payload, credentials, handler=handler), seen
+
+
 @contextlib.contextmanager
 def silent_server() -> Iterator[str]:
     """A local HTTP address that accepts connections and never answers; yields its base URL."""

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from relaykit import (
-    E164_PATTERN,
-    HEADER_SAFE_PATTERN,
-    CredentialField,
-    Provider,
-    capabilities,
-    hookimpl,
-)
+import relaykit
+from relaykit import E164_PATTERN, CredentialField, Provider, capabilities, hookimpl
 from relaykit_plivo.operations import send_sms, send_whatsapp
 from relaykit_plivo.verifier import verify
 
@@ -29,13 +23,13 @@ PROVIDER = Provider(
             description="Auth ID (MA… or SA… for a subaccount), the user name of Plivo's "
             "HTTP Basic auth",
             max_length=64,
-            pattern=HEADER_SAFE_PATTERN,  # sent in the Authorization header
+            pattern=relaykit.HEADER_SAFE_PATTERN,  # sent in the Authorization header
         ),
         "auth_token": CredentialField(
             sensitive=True,
             description="Auth Token, the password of Plivo's HTTP Basic auth",
             max_length=255,
-            pattern=HEADER_SAFE_PATTERN,  # sent in the Authorization header
+            pattern=relaykit.HEADER_SAFE_PATTERN,  # sent in the Authorization header
         ),
         "from_number": CredentialField(
             description="Sender number in E.164 (+15550100000)",

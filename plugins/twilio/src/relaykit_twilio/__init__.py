@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from relaykit import (
-    E164_PATTERN,
-    HEADER_SAFE_PATTERN,
-    CredentialField,
-    Provider,
-    capabilities,
-    hookimpl,
-)
+import relaykit
+from relaykit import E164_PATTERN, CredentialField, Provider, capabilities, hookimpl
 from relaykit_twilio.operations import send_sms, send_whatsapp
 from relaykit_twilio.verifier import verify
 
@@ -28,13 +22,13 @@ PROVIDER = Provider(
         "account_sid": CredentialField(
             description="Account SID (AC…), the user name of Twilio's HTTP Basic auth",
             max_length=64,
-            pattern=HEADER_SAFE_PATTERN,  # sent in the Authorization header
+            pattern=relaykit.HEADER_SAFE_PATTERN,  # sent in the Authorization header
         ),
         "auth_token": CredentialField(
             sensitive=True,
             description="Auth token of the account, the password of Twilio's HTTP Basic auth",
             max_length=255,
-            pattern=HEADER_SAFE_PATTERN,  # sent in the Authorization header
+            pattern=relaykit.HEADER_SAFE_PATTERN,  # sent in the Authorization header
         ),
         # A plain E.164 number; send_whatsapp adds Twilio's "whatsapp:" prefix itself.
         "from_number": CredentialField(
