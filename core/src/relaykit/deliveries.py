@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from relaykit.catalog import Catalog
 from relaykit.errors import NotFoundError, ValidationError
 from relaykit.ledger import ATTEMPT_STATUSES, attempt_view
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
+from relaykit.pagination import (
+    DEFAULT_PER_PAGE,
+    Page,
+    check_choice,
+    check_id,
+    check_page,
+    is_id,
+)
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage.database import Database
-
-_ID = re.compile(r"^[0-9a-z]{26}$")
 
 
 class DeliveryAttemptService:
@@ -23,7 +27,7 @@ class DeliveryAttemptService:
     async def get(self, tenant_id: str, attempt_id: str) -> dict[str, Any]:
         row = (
             await self.database.read(attempt_rows.find, tenant_id, attempt_id)
-            if _ID.match(attempt_id)
+            if is_id(attempt_id)
             else None
         )
         if row is None:
@@ -44,10 +48,8 @@ class DeliveryAttemptService:
         errors: dict[str, list[str]] = {}
         check_choice("status", status, ATTEMPT_STATUSES, errors)
         check_choice("capability", capability, sorted(self.catalog.contracts), errors)
-        if integration_id is not None and not _ID.match(integration_id):
-            errors["integration_id"] = ["The integration_id must be an integration id."]
-        if operation_id is not None and not _ID.match(operation_id):
-            errors["operation_id"] = ["The operation_id must be an operation id."]
+        check_id("integration_id", integration_id, "an integration", errors)
+        check_id("operation_id", operation_id, "an operation", errors)
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)

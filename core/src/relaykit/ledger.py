@@ -28,7 +28,6 @@ this way is never sent again by relaykit.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,7 +37,14 @@ import sqlalchemy as sa
 from relaykit.catalog import Catalog
 from relaykit.errors import NotFoundError, ValidationError
 from relaykit.ids import isoformat_z
-from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
+from relaykit.pagination import (
+    DEFAULT_PER_PAGE,
+    Page,
+    check_choice,
+    check_id,
+    check_page,
+    is_id,
+)
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import operations as operation_rows
 from relaykit.storage.database import Database
@@ -58,7 +64,6 @@ GONE_MESSAGE = (
     "The process running this attempt stopped before it ended; the provider may have acted, "
     "so relaykit does not send it again."
 )
-_ID = re.compile(r"^[0-9a-z]{26}$")
 
 
 class DispatchResponse(msgspec.Struct, frozen=True):
@@ -190,7 +195,7 @@ class OperationService:
                 return None
             return operation_view(row, attempt_rows.of_operation(conn, row.id))
 
-        view = await self.database.read(read) if _ID.match(operation_id) else None
+        view = await self.database.read(read) if is_id(operation_id) else None
         if view is None:
             raise NotFoundError("Operation not found.")
         return view
@@ -210,8 +215,7 @@ class OperationService:
         errors: dict[str, list[str]] = {}
         check_choice("status", status, OPERATION_STATUSES, errors)
         check_choice("capability", capability, sorted(self.catalog.contracts), errors)
-        if integration_id is not None and not _ID.match(integration_id):
-            errors["integration_id"] = ["The integration_id must be an integration id."]
+        check_id("integration_id", integration_id, "an integration", errors)
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)

@@ -4,6 +4,7 @@ from 1 to 100 (default 25), newest rows last (ids are ULIDs, so id order is crea
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -17,6 +18,7 @@ MAX_PER_PAGE = 100
 MAX_PAGE = 1_000_000_000
 
 T = TypeVar("T")
+_ID = re.compile(r"^[0-9a-z]{26}$")
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True):
@@ -39,6 +41,17 @@ def check_page(page: int, per_page: int, errors: dict[str, list[str]] | None = N
         found["per_page"] = [f"The per_page must be between 1 and {MAX_PER_PAGE}."]
     if errors is None and found:
         raise ValidationError(found)
+
+
+def check_id(name: str, value: str | None, kind: str, errors: dict[str, list[str]]) -> None:
+    """A filter that must be an id (of a ``kind``: "an integration", "an operation")."""
+    if value is not None and not is_id(value):
+        errors[name] = [f"The {name} must be {kind} id."]
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` has an id's form (a lowercase ULID); anything else names nothing."""
+    return bool(_ID.match(value))
 
 
 def check_choice(

@@ -10,7 +10,6 @@ that lost a race reports it instead of writing over the winner.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -18,18 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
+from relaykit.pagination import is_id
 from relaykit.storage.database import Database
 from relaykit.storage.models import integrations
 
-_ID_PATTERN = re.compile(r"^[0-9a-z]{26}$")
-
 t = integrations
 live = t.c.deleted_at.is_(None)
-
-
-def is_id(value: str) -> bool:
-    """Whether ``value`` has an id's form (anything else cannot name a row)."""
-    return bool(_ID_PATTERN.match(value))
 
 
 # -- the API's reads (plain SQL: the hottest reads; see Database.fetch) ---------------------

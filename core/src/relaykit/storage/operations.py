@@ -81,14 +81,15 @@ def abandoned(conn: sa.Connection, now: dt.datetime, limit: int = 500) -> list[s
     )
 
 
-def delete_created_before(conn: sa.Connection, cutoff: dt.datetime) -> int:
-    """Delete operations (and their attempts) created before ``cutoff`` that have ended:
-    how many operations."""
-    old = sa.select(o.c.id).where(o.c.created_at < cutoff, o.c.status != IN_PROGRESS)
-    conn.execute(d.delete().where(d.c.operation_id.in_(old.scalar_subquery())))
-    return int(
-        conn.execute(o.delete().where(o.c.created_at < cutoff, o.c.status != IN_PROGRESS)).rowcount
-    )
+def delete_created_before(conn: sa.Connection, cutoff: dt.datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` ended operations created before ``cutoff``, with their
+    attempts (a bounded batch: the sweep may run on the event loop): how many operations."""
+    ended_before = (o.c.created_at < cutoff, o.c.status != IN_PROGRESS)
+    ids = [row.id for row in conn.execute(sa.select(o.c.id).where(*ended_before).limit(limit))]
+    if not ids:
+        return 0
+    conn.execute(d.delete().where(d.c.operation_id.in_(ids)))
+    return int(conn.execute(o.delete().where(o.c.id.in_(ids))).rowcount)
 
 
 def page_of(
