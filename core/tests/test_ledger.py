@@ -7,17 +7,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from relaykit.dispatch import IdempotencyConflict, LedgerUnavailable
+from relaykit.dispatch import IdempotencyConflict, LedgerUnavailable, OperationExpired
 from relaykit.ids import new_id, utcnow
 from relaykit.ledger import OperationService, settle_abandoned
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
 from relaykit.storage.models import delivery_attempts, operations
 
+from .providers_for_tests import mark_active
 from .test_dispatch import MESSAGE, SMS, Stage, anyio_backend, failing, stage
 
 __all__ = ["anyio_backend", "stage"]  # fixtures shared with test_dispatch
@@ -263,7 +265,8 @@ async def test_no_provider_call_without_a_committed_attempt(stage: Stage) -> Non
         await stage.send(key="k-fault")
     assert stage.calls == []  # nothing was sent
     assert rows(stage.database, operations) == []  # the whole start rolled back
-    assert info.value.operation_id in str(info.value)
+    assert info.value.operation_id is None  # so the answer names no operation
+    assert "nothing was sent" in str(info.value)
 
 
 async def test_a_failed_final_record_leaves_the_attempt_in_flight_and_names_the_operation(
@@ -278,3 +281,124 @@ async def test_a_failed_final_record_leaves_the_attempt_in_flight_and_names_the_
     [attempt] = rows(stage.database, delivery_attempts)
     assert info.value.operation_id == operation.id
     assert (operation.status, attempt.status) == ("in_progress", "in_flight")
+
+
+# -- what changes while a call is in flight (review findings) ---------------------------------
+
+
+def held(gate: anyio.Event, then: httpx.Response) -> Any:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return then
+
+    return answer
+
+
+async def rotate(stage: Stage, integration_id: str, key: str) -> None:
+    """The tenant rotates the integration's key and it is verified again."""
+    await stage.integrations.update(
+        stage.tenant_id, integration_id, {"credentials": {"api_key": key}}
+    )
+    await mark_active(stage.database, integration_id)
+
+
+async def test_a_refusal_of_old_credentials_leaves_the_new_ones_alone(stage: Stage) -> None:
+    alpha, _ = await stage.primary_with_fallback()
+    gate = anyio.Event()
+    stage.answers["alpha"] = held(gate, httpx.Response(401, json={"message": "old key"}))
+    async with anyio.create_task_group() as group:
+        group.start_soon(stage.send)
+        while not stage.calls:
+            await anyio.sleep(0.01)
+        await rotate(stage, alpha, "key-rotated-0001")  # meanwhile: new, verified key
+        gate.set()
+    assert await stage.status(alpha) == "active"  # the 401 was about the old key
+
+
+async def test_a_fallback_is_called_with_its_credentials_as_they_are_now(stage: Stage) -> None:
+    _, bravo = await stage.primary_with_fallback()
+    gate = anyio.Event()
+    stage.answers["alpha"] = held(gate, httpx.Response(503, json={"message": "down"}))
+    async with anyio.create_task_group() as group:
+        group.start_soon(stage.send)
+        while not stage.calls:
+            await anyio.sleep(0.01)
+        await rotate(stage, bravo, "key-rotated-bravo")
+        gate.set()
+    assert stage.called() == ["alpha", "bravo"]
+    assert stage.calls[1][1].headers["authorization"] == "Bearer key-rotated-bravo"
+
+
+async def test_an_operation_settled_under_it_sends_nothing_more(stage: Stage) -> None:
+    await stage.primary_with_fallback()
+    gate = anyio.Event()
+    stage.answers["alpha"] = held(gate, httpx.Response(503, json={"message": "down"}))
+    outcome: list[Any] = []
+
+    async def first() -> None:
+        try:
+            outcome.append(await stage.send(key="k-slow"))
+        except OperationExpired as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+        while not stage.calls:
+            await anyio.sleep(0.01)
+        # Its lease runs out (a slow database, a stalled process) and a repeat settles it.
+        stage.database.transaction_blocking(
+            lambda conn: conn.execute(
+                operations.update().values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+            )
+        )
+        repeat = await stage.send(key="k-slow")
+        assert repeat.code == "operation_outcome_unknown"
+        gate.set()
+    [expired] = outcome
+    assert isinstance(expired, OperationExpired)
+    assert stage.called() == ["alpha"]  # bravo was not tried after the settling
+    [operation] = rows(stage.database, operations)
+    assert operation.status == "outcome_unknown"
+
+
+class FailingKeys:
+    """A key provider whose service is down (a KMS unreachable)."""
+
+    name = "local"
+    primary_key_id = "k1"
+
+    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
+        raise ConnectionError("kms unreachable")
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+        raise ConnectionError("kms unreachable")
+
+
+async def test_a_key_provider_failure_is_transient_and_sends_nothing(stage: Stage) -> None:
+    await stage.primary_with_fallback()
+    stage.dispatcher.key_provider = FailingKeys()  # type: ignore[assignment]
+    response = await stage.send(key="k-kms")
+    assert (response.status_code, response.code) == (502, "provider_unavailable")
+    assert stage.calls == []
+    assert [(a["status"], a["outcome"]) for a in await stage.attempts()] == [
+        ("failed", "transient"),
+        ("failed", "transient"),
+    ]
+    assert "ConnectionError" in response.message
+
+
+async def test_a_try_with_no_time_left_is_not_reported_as_a_possible_send(
+    settings: Settings, database: Database
+) -> None:
+    import msgspec
+
+    late = Stage(msgspec.structs.replace(settings, operation_deadline=1e-9), database)
+    try:
+        await late.primary_with_fallback()
+        response = await late.send(key="k-late-start")
+    finally:
+        await late.dispatcher.aclose()
+    assert late.calls == []
+    assert response.code == "provider_unavailable" and response.data["status"] == "failed"
+    [operation] = rows(database, operations)
+    assert operation.idempotency_key is None  # nothing was sent, so the key may retry

@@ -60,3 +60,25 @@ def test_the_provider_message_is_redacted_of_the_secrets_given() -> None:
     assert result is not None
     # Values shorter than four characters are left alone.
     assert result.message == "Authenticate [redacted] (abc)"
+
+
+def test_a_provider_code_longer_than_any_real_one_is_cut_to_what_the_record_holds() -> None:
+    from relaykit.operations import MAX_PROVIDER_CODE_LENGTH
+    from relaykit.testing import run_recorded
+
+    from .providers_for_tests import make_provider
+
+    async def refuse(payload: Any, credentials: Any, ctx: Any) -> Any:
+        response = await ctx.http.post("/messages")
+        return classify_operation_response(response, error_message=message_of, error_code=code_of)
+
+    provider = make_provider(operations={"send_sms": refuse})
+    result, _ = run_recorded(
+        provider,
+        "send_sms",
+        {"to": "+15550100001", "body": "hi"},
+        {"api_key": "key-0001", "account": "a"},
+        lambda request: httpx.Response(400, json={"message": "no", "code": "E" * 150}),
+    )
+    assert result.outcome is OperationOutcome.REJECTED
+    assert result.provider_code == "E" * MAX_PROVIDER_CODE_LENGTH

@@ -43,7 +43,7 @@ def joined(
     """One row of the route query (storage.routing_rules._ROUTE_SQL): the rule's ids, then
     the one of its two integrations the join found active (``found``), or nulls."""
     if found is None:
-        return (rule, integration, fallback, None, None, None, None, None)
+        return (rule, integration, fallback, None, None, None, None, None, None)
     return (
         rule,
         integration,
@@ -53,6 +53,7 @@ def joined(
         capabilities if isinstance(capabilities, str) else list(capabilities),
         public if public is not None else {"account": found},
         sealed,
+        1,
     )
 
 
@@ -110,8 +111,8 @@ def test_a_candidate_carries_what_the_dispatcher_needs() -> None:
         joined("r1", "a", "b", "b", public={}, sealed=b"sealed-b"),
     ]
     assert candidates_from(found, SMS) == [
-        RouteCandidate("a", "prov-a", {"account": "x"}, None),
-        RouteCandidate("b", "prov-b", {}, b"sealed-b"),
+        RouteCandidate("a", "prov-a", {"account": "x"}, None, 1),
+        RouteCandidate("b", "prov-b", {}, b"sealed-b", 1),
     ]
 
 
@@ -255,3 +256,19 @@ async def test_another_tenants_rules_are_not_in_the_route(
     await other.rule(theirs)
     assert await tenant.route() == [ours]
     assert await other.route() == [theirs]
+
+
+async def test_a_rule_changed_since_it_was_read_is_not_written_over(tenant: Tenant) -> None:
+    """A rule's PATCH writes only if the rule is as it read it (its updated_at): on
+    PostgreSQL two PATCHes of one rule cannot lose one's fields."""
+    from relaykit.storage import routing_rules as rule_rows
+
+    first = await tenant.integration("alpha")
+    rule_id = await tenant.rule(first, priority=1)
+    read = await tenant.database.read(rule_rows.find, tenant.id, rule_id)
+    await tenant.routing.update(tenant.id, rule_id, {"priority": 2})  # another request
+    written = tenant.database.transaction_blocking(
+        rule_rows.update, rule_id, {"priority": 3}, seen=read.updated_at
+    )
+    assert written is False
+    assert (await tenant.routing.get(tenant.id, rule_id)).priority == 2

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
+import msgspec
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from relaykit import tenants as tenant_store
+from relaykit.ids import new_id
 from relaykit.integrations import IntegrationService
 from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, open_credentials
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
-from relaykit.storage.models import integrations, metadata
+from relaykit.storage.models import integrations, metadata, operations
 from relaykit.storage.schema import current_revision, head_revision, upgrade
 
 from .providers_for_tests import OneProvider, make_provider
@@ -105,4 +109,76 @@ def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
         )
         opened = open_credentials(row, SealContext(tenant_id, before.id, "acme"), keyring)
         assert opened == {"api_key": f"key-{number}-secret"}
+    database.dispose()
+
+
+def test_the_ledger_migration_gives_earlier_operations_the_ledgers_statuses(
+    settings: Settings,
+) -> None:
+    """Operations written by the version before the ledger (0003): a pending one may have
+    sent (outcome_unknown, key kept), failures where nothing was sent release their key, a
+    lost answer becomes outcome_unknown, and every key now expires a day after it started."""
+    database = open_database(settings, migrate=False)
+    upgrade(database, "0003")
+    tenant_id = database.transaction_blocking(tenant_store.create_tenant, "acme").id
+    started = dt.datetime(2026, 11, 30, 8, 0, 0, 250000, tzinfo=dt.UTC)
+
+    def old(status: str, key: str, code: str | None) -> dict[str, Any]:
+        response = None if code is None else {"status_code": 409, "code": code, "data": {}}
+        return {
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "capability": "send_sms",
+            "status": status,
+            "integration_id": None,
+            "idempotency_key": key,
+            "request_hash": "h",
+            "response": response,
+            "created_at": started,
+            "completed_at": None,
+        }
+
+    made = {
+        "pending": old("pending", "k-pending", None),
+        "no_route": old("failed", "k-no-route", "no_active_provider"),
+        "unavailable": old("failed", "k-unavailable", "provider_unavailable"),
+        "lost": old("failed", "k-lost", "provider_outcome_unknown"),
+        "rejected": old("failed", "k-rejected", "provider_rejected"),
+        "sent": old("succeeded", "k-sent", None),
+    }
+    columns = sa.table(
+        "operations", *(sa.column(name) for name in made["pending"])
+    )  # the 0003 table, without the new columns
+    database.transaction_blocking(
+        lambda conn: conn.execute(
+            sa.insert(columns),
+            [
+                {
+                    **values,
+                    "response": msgspec.json.encode(values["response"]).decode()
+                    if values["response"]
+                    else None,
+                    "created_at": f"{started:%Y-%m-%d %H:%M:%S.%f}"
+                    if database.dialect == "sqlite"
+                    else started,
+                }
+                for values in made.values()
+            ],
+        )
+    )
+    upgrade(database)
+    found = {
+        row.id: row
+        for row in database.read_blocking(lambda conn: conn.execute(sa.select(operations)).all())
+    }
+    after = {name: found[values["id"]] for name, values in made.items()}
+    assert after["pending"].status == "outcome_unknown"
+    assert after["pending"].idempotency_key == "k-pending"
+    assert after["no_route"].idempotency_key is None
+    assert after["unavailable"].idempotency_key is None
+    assert after["lost"].status == "outcome_unknown" and after["lost"].idempotency_key == "k-lost"
+    assert after["rejected"].status == "failed" and after["rejected"].idempotency_key
+    assert after["sent"].status == "succeeded"
+    for name in ("pending", "lost", "rejected", "sent"):
+        assert after[name].key_expires_at == started + dt.timedelta(days=1), name
     database.dispose()

@@ -62,6 +62,8 @@ async def test_operations_are_listed_newest_first_and_shown_with_their_attempts(
         ({"capability": "send_fax"}, "capability"),
         ({"integration_id": "x"}, "integration_id"),
         ({"page": 0}, "page"),
+        ({"idempotency_key": "a\x00b"}, "idempotency_key"),  # PostgreSQL refuses NUL bytes
+        ({"idempotency_key": "k" * 256}, "idempotency_key"),
     ],
 )
 async def test_bad_ledger_filters_are_422(api: Api, params: dict[str, object], key: str) -> None:

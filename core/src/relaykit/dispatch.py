@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import re
 import time
 from typing import Any
 
@@ -48,6 +47,7 @@ from relaykit.errors import ConflictError, NotFoundError, RelaykitError, Validat
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.ledger import (
     FAILED,
+    IDEMPOTENCY_KEY_PATTERN,
     IN_FLIGHT,
     IN_PROGRESS,
     OUTCOME_UNKNOWN,
@@ -55,6 +55,8 @@ from relaykit.ledger import (
     DispatchResponse,
     attempt_view,
     lease_until,
+    operation_view,
+    outcome_unknown_response,
     settle,
 )
 from relaykit.lifecycle import Action, Status, VerificationRecord
@@ -70,10 +72,15 @@ from relaykit.storage.database import Database, DatabaseError, IntegrityError
 
 logger = logging.getLogger("relaykit.dispatch")
 
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_FIELD = "Idempotency-Key"
 
-__all__ = ["DispatchResponse", "Dispatcher", "IdempotencyConflict", "LedgerUnavailable"]
+__all__ = [
+    "DispatchResponse",
+    "Dispatcher",
+    "IdempotencyConflict",
+    "LedgerUnavailable",
+    "OperationExpired",
+]
 
 
 class IdempotencyConflict(ConflictError):
@@ -83,16 +90,39 @@ class IdempotencyConflict(ConflictError):
 
 
 class LedgerUnavailable(RelaykitError):
-    """The database failed while an operation ran (503): what was recorded stands."""
+    """The database failed while an operation ran (503): what was recorded stands.
+    ``operation_id`` is ``None`` when nothing of the operation was recorded (and nothing
+    sent)."""
 
     code = "ledger_unavailable"
 
-    def __init__(self, operation_id: str) -> None:
+    def __init__(self, operation_id: str | None) -> None:
         self.operation_id = operation_id
         super().__init__(
             f"The operation {operation_id} could not be recorded; see GET "
             f"/api/v1/operations/{operation_id} for what was done before trying again."
+            if operation_id is not None
+            else "The operation could not be recorded, and nothing was sent; try again."
         )
+
+
+class OperationExpired(ConflictError):
+    """The operation ran past its lease and was settled by another process meanwhile (409):
+    nothing more is sent."""
+
+    code = "operation_expired"
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        super().__init__(
+            f"The operation {operation_id} ran past its deadline and was settled meanwhile; "
+            f"nothing more was sent (see GET /api/v1/operations/{operation_id})."
+        )
+
+
+#: An integration whose credentials a provider refused: its id, the credentials version
+#: refused, and the record for its metadata.
+Refusal = tuple[str, int, VerificationRecord]
 
 
 class _Run(msgspec.Struct):
@@ -178,8 +208,10 @@ class Dispatcher:
                 if time.monotonic() >= run.deadline:
                     break  # no try starts past the operation's deadline
                 attempt = self._attempt(run, candidate)
-                if not await self._ledger(self._start_fallback, run, candidate, attempt):
+                fresh = await self._ledger(self._start_fallback, run, candidate, attempt)
+                if fresh is None:
                     continue
+                candidate = fresh
             assert attempt is not None
             result, ended = await self._try(run, candidate, attempt)
             finished.append({**attempt, **ended})
@@ -200,7 +232,7 @@ class Dispatcher:
                 )
                 await self._ledger(self._finish, run, attempt["id"], ended, refusal, response)
                 return response
-            await self._ledger(self._finish_attempt, attempt["id"], ended, refusal)
+            await self._ledger(self._finish_attempt, run, attempt["id"], ended, refusal)
 
         response = self._response(
             run.capability, run.operation_id, run.started, final, served_by, finished
@@ -208,14 +240,13 @@ class Dispatcher:
         await self._ledger(self._finish, run, None, None, None, response)
         return response
 
-    async def _ledger(self, fn: Any, *args: Any) -> Any:
+    async def _ledger(self, fn: Any, run: _Run, *args: Any) -> Any:
         """One write of the operation's record; a failed one is a 503 naming the operation."""
-        operation_id = args[0].operation_id if isinstance(args[0], _Run) else None
         try:
-            return await self.database.transaction(fn, *args)
+            return await self.database.transaction(fn, run, *args)
         except DatabaseError:
-            logger.exception("recording operation %s failed", operation_id)
-            raise LedgerUnavailable(operation_id or "unknown") from None
+            logger.exception("recording operation %s failed", run.operation_id)
+            raise LedgerUnavailable(run.operation_id) from None
 
     # -- one try -------------------------------------------------------------------------------
 
@@ -279,6 +310,22 @@ class Dispatcher:
             return OperationResult.failed(
                 OperationOutcome.TRANSIENT, f"stored credentials cannot be opened: {exc}"
             )
+        except Exception as exc:  # a key provider's own failure (a KMS unreachable)
+            logger.warning(
+                "opening the credentials of integration %s failed: %s",
+                candidate.integration_id,
+                type(exc).__name__,
+            )
+            return OperationResult.failed(
+                OperationOutcome.TRANSIENT,
+                f"stored credentials cannot be opened now ({type(exc).__name__})",
+            )
+        remaining = run.deadline - time.monotonic()
+        if remaining <= 0:
+            return OperationResult.failed(
+                OperationOutcome.TRANSIENT,
+                "the operation's deadline passed before this try could start; nothing was sent",
+            )
         client = self._clients.get(provider)
         ctx = OperationContext(
             client,
@@ -287,7 +334,7 @@ class Dispatcher:
             idempotency_key=run.idempotency_key or run.operation_id,
         )
         result: OperationResult | None = None
-        with anyio.move_on_after(max(0.0, run.deadline - time.monotonic())):
+        with anyio.move_on_after(remaining):
             result = await run_operation(
                 provider.operations[run.capability],
                 run.request,
@@ -309,16 +356,19 @@ class Dispatcher:
         context = SealContext(tenant_id, candidate.integration_id, candidate.provider)
         return await unseal(candidate.sealed_credentials, context, self.key_provider)
 
-    def _refusal(
-        self, run: _Run, candidate: RouteCandidate, result: OperationResult
-    ) -> tuple[str, VerificationRecord]:
-        """The integration whose credentials a provider refused, and the record of it."""
-        return candidate.integration_id, VerificationRecord(
-            outcome="auth_failed",
-            message=result.message,
-            error=f"The provider refused the credentials during an operation: {result.message}",
-            operation_id=run.operation_id,
-            checked_at=isoformat_z(utcnow()) or "",
+    def _refusal(self, run: _Run, candidate: RouteCandidate, result: OperationResult) -> Refusal:
+        """The integration whose credentials a provider refused, which credentials, and the
+        record of it."""
+        return (
+            candidate.integration_id,
+            candidate.credentials_version,
+            VerificationRecord(
+                outcome="auth_failed",
+                message=result.message,
+                error=f"The provider refused the credentials during an operation: {result.message}",
+                operation_id=run.operation_id,
+                checked_at=isoformat_z(utcnow()) or "",
+            ),
         )
 
     # -- the record (each a function of one transaction) ---------------------------------------
@@ -330,7 +380,7 @@ class Dispatcher:
             return await self.database.transaction(self._record_start, run, request_hash)
         except DatabaseError:
             logger.exception("recording operation %s failed", run.operation_id)
-            raise LedgerUnavailable(run.operation_id) from None
+            raise LedgerUnavailable(None) from None  # rolled back: nothing recorded or sent
 
     def _record_start(
         self, conn: sa.Connection, run: _Run, request_hash: str
@@ -355,6 +405,9 @@ class Dispatcher:
                     )
                 if existing.status != IN_PROGRESS and existing.response is not None:
                     return msgspec.convert(existing.response, DispatchResponse)
+                if existing.status == OUTCOME_UNKNOWN:  # settled from an earlier version
+                    view = operation_view(existing, attempt_rows.of_operation(conn, existing.id))
+                    return outcome_unknown_response(view)
                 if existing.lease_expires_at is not None and existing.lease_expires_at > now:
                     raise IdempotencyConflict(
                         "A request with this Idempotency-Key is still being processed."
@@ -397,27 +450,41 @@ class Dispatcher:
 
     def _start_fallback(
         self, conn: sa.Connection, run: _Run, candidate: RouteCandidate, attempt: dict[str, Any]
-    ) -> bool:
-        """Record a fallback's attempt, if the integration may still be tried."""
-        if not integration_rows.usable_for(
+    ) -> RouteCandidate | None:
+        """Record a fallback's attempt if the integration may still be tried: the candidate
+        with its credentials as they are now, or ``None``. The operation's lease is renewed
+        here; an operation settled meanwhile (it ran past its lease) stops."""
+        now = utcnow()
+        until = lease_until(now, self.settings.operation_deadline)
+        if not operation_rows.renew_lease(conn, run.operation_id, now=now, until=until):
+            raise OperationExpired(run.operation_id)
+        current = integration_rows.credentials_if_usable(
             conn, run.tenant_id, candidate.integration_id, run.capability
-        ):
-            return False
+        )
+        if current is None:
+            return None
         attempt_rows.insert(conn, attempt)
-        return True
+        return msgspec.structs.replace(
+            candidate,
+            provider=current.provider,
+            public_credentials=dict(current.public_credentials or {}),
+            sealed_credentials=current.sealed_credentials,
+            credentials_version=current.credentials_version,
+        )
 
     def _finish_attempt(
         self,
         conn: sa.Connection,
+        run: _Run,
         attempt_id: str,
         ended: dict[str, Any],
-        refusal: tuple[str, VerificationRecord] | None,
+        refusal: Refusal | None,
     ) -> None:
         attempt_rows.finish(conn, attempt_id, ended)
         if refusal is not None:
-            integration_id, record = refusal
-            # Only an integration still active moves: one disabled or re-credentialed
-            # meanwhile keeps what the tenant did.
+            integration_id, version, record = refusal
+            # Only an integration still active with the credentials refused moves: one
+            # disabled or re-credentialed meanwhile keeps what the tenant did.
             if integration_rows.change_status(
                 conn,
                 integration_id,
@@ -425,6 +492,7 @@ class Dispatcher:
                 current=Status.ACTIVE,
                 verification=record,
                 now=utcnow(),
+                only_if={"credentials_version": version},
             ):
                 logger.warning(
                     "integration %s moved to error: credentials refused during an operation",
@@ -437,12 +505,12 @@ class Dispatcher:
         run: _Run,
         attempt_id: str | None,
         ended: dict[str, Any] | None,
-        refusal: tuple[str, VerificationRecord] | None,
+        refusal: Refusal | None,
         response: DispatchResponse,
     ) -> None:
         """Finish the last attempt (if any) and the operation, in one transaction."""
         if attempt_id is not None and ended is not None:
-            self._finish_attempt(conn, attempt_id, ended, refusal)
+            self._finish_attempt(conn, run, attempt_id, ended, refusal)
         stored = msgspec.to_builtins(response)
         result = stored["data"].get("result")
         if isinstance(result, dict) and result.get("client_secret"):
@@ -450,7 +518,7 @@ class Dispatcher:
             # handed out once, in the first response, and not kept (a replay shows null).
             stored["data"]["result"] = {**result, "client_secret": None}
         status = response.data["status"]
-        operation_rows.finish(
+        finished = operation_rows.finish(
             conn,
             run.operation_id,
             {
@@ -461,6 +529,12 @@ class Dispatcher:
             },
             release_key=status == FAILED and response.code in _RETRYABLE_CODES,
         )
+        if not finished:
+            logger.warning(
+                "operation %s ran past its lease and was settled meanwhile; its end is not "
+                "recorded over that",
+                run.operation_id,
+            )
 
     # -- the answer --------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ this way is never sent again by relaykit.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,6 +61,8 @@ ATTEMPT_STATUSES = (IN_FLIGHT, SUCCEEDED, FAILED, OUTCOME_UNKNOWN)
 ACTED = frozenset({"succeeded", "rejected", "unknown", OUTCOME_UNKNOWN})
 #: How much longer than the operation deadline an operation's process is waited for.
 LEASE_MARGIN_SECONDS = 5.0
+#: What an Idempotency-Key may be.
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 GONE_MESSAGE = (
     "The process running this attempt stopped before it ended; the provider may have acted, "
     "so relaykit does not send it again."
@@ -216,6 +219,10 @@ class OperationService:
         check_choice("status", status, OPERATION_STATUSES, errors)
         check_choice("capability", capability, sorted(self.catalog.contracts), errors)
         check_id("integration_id", integration_id, "an integration", errors)
+        if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
+            errors["idempotency_key"] = [
+                "The idempotency_key must be 1 to 255 visible ASCII characters."
+            ]
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)

@@ -39,6 +39,9 @@ from relaykit.redaction import redact
 
 logger = logging.getLogger("relaykit.operations")
 
+#: A provider's error code is kept to this many characters (the delivery attempt's column).
+MAX_PROVIDER_CODE_LENGTH = 100
+
 
 class OperationOutcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
@@ -192,4 +195,9 @@ async def run_operation(
     message = redact(result.message, secrets)[:MAX_MESSAGE_LENGTH]
     if message != result.message:
         result = msgspec.structs.replace(result, message=message)
+    code = result.provider_code
+    if code is not None and len(code) > MAX_PROVIDER_CODE_LENGTH:
+        # A provider's error code longer than any real one is cut, not refused: the
+        # attempt's record must still be written.
+        result = msgspec.structs.replace(result, provider_code=code[:MAX_PROVIDER_CODE_LENGTH])
     return result

@@ -58,6 +58,9 @@ class RouteCandidate(msgspec.Struct, frozen=True):
     provider: str
     public_credentials: dict[str, Any]
     sealed_credentials: bytes | None
+    #: the credentials these are: a refusal of them moves the integration only if it still
+    #: holds them
+    credentials_version: int
 
 
 def _view(row: Any) -> RoutingRuleView:
@@ -108,7 +111,13 @@ class RoutingService:
             now = utcnow()
             if values["is_default"]:
                 rule_rows.clear_default(conn, tenant_id, values["capability"], now, keep=rule_id)
-            rule_rows.update(conn, rule_id, {"updated_at": now, **values})
+            if not rule_rows.update(
+                conn, rule_id, {"updated_at": now, **values}, seen=current.updated_at
+            ):
+                raise ConflictError(
+                    "The routing rule was changed by another request meanwhile; send the "
+                    "request again."
+                )
             return _view(self._row(conn, tenant_id, rule_id))
 
         return await self._write_rule(apply)
@@ -253,15 +262,16 @@ def candidates_from(found: Sequence[Sequence[Any]], capability: str) -> list[Rou
             if candidate and candidate not in order:
                 order.append(candidate)
         if found_id is not None and found_id not in usable:
-            provider, capabilities, public, sealed = integration
+            provider, capabilities, public, sealed, version = integration
             if capability in json_value(capabilities):
-                usable[found_id] = (provider, json_value(public) or {}, sealed)
+                usable[found_id] = (provider, json_value(public) or {}, sealed, version)
     return [
         RouteCandidate(
             integration_id=integration_id,
             provider=usable[integration_id][0],
             public_credentials=dict(usable[integration_id][1]),
             sealed_credentials=usable[integration_id][2],
+            credentials_version=int(usable[integration_id][3]),
         )
         for integration_id in order
         if integration_id in usable

@@ -64,7 +64,8 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
     if isinstance(exc, ConflictError):
         return failure(409, str(exc), code=exc.code)
     if isinstance(exc, LedgerUnavailable):
-        return failure(503, str(exc), code=exc.code, data={"id": exc.operation_id})
+        data = {"id": exc.operation_id} if exc.operation_id is not None else None
+        return failure(503, str(exc), code=exc.code, data=data)
     if isinstance(exc, AuthenticationError):
         return failure(
             401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}

@@ -107,15 +107,29 @@ def find(conn: sa.Connection, tenant_id: str, integration_id: str) -> sa.Row[Any
 
 def usable_for(conn: sa.Connection, tenant_id: str, integration_id: str, capability: str) -> bool:
     """Whether the integration is live, ``active`` and has ``capability`` enabled now."""
+    return credentials_if_usable(conn, tenant_id, integration_id, capability) is not None
+
+
+def credentials_if_usable(
+    conn: sa.Connection, tenant_id: str, integration_id: str, capability: str
+) -> Any:
+    """The integration's provider, public and sealed credentials and credentials version as
+    they are now, if it is live, ``active`` and has ``capability`` enabled; else ``None``."""
     row = conn.execute(
-        sa.select(t.c.enabled_capabilities).where(
+        sa.select(
+            t.c.enabled_capabilities,
+            t.c.provider,
+            t.c.public_credentials,
+            t.c.sealed_credentials,
+            t.c.credentials_version,
+        ).where(
             t.c.id == integration_id,
             t.c.tenant_id == tenant_id,
             t.c.status == Status.ACTIVE.value,
             live,
         )
     ).first()
-    return row is not None and capability in row.enabled_capabilities
+    return row if row is not None and capability in row.enabled_capabilities else None
 
 
 # -- the tenant's writes ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ IN_PROGRESS = "in_progress"
 # Built once, so SQLAlchemy reuses the compiled statements (dispatch's hot path); the SET
 # columns of _FINISH are the keys of the parameters.
 _INSERT = o.insert()
-_FINISH = o.update().where(o.c.id == sa.bindparam("b_id"))
+_FINISH = o.update().where(o.c.id == sa.bindparam("b_id"), o.c.status == IN_PROGRESS)
 
 
 def by_idempotency_key(conn: sa.Connection, tenant_id: str, key: str) -> sa.Row[Any] | None:
@@ -45,13 +45,27 @@ def insert(conn: sa.Connection, values: Mapping[str, Any]) -> None:
 
 def finish(
     conn: sa.Connection, operation_id: str, values: Mapping[str, Any], *, release_key: bool
-) -> None:
-    """Record how an operation ended (its lease is over); ``release_key`` frees its
-    idempotency key so the same key may start a new operation."""
+) -> bool:
+    """Record how an operation still in progress ended (its lease is over); ``release_key``
+    frees its idempotency key so the same key may start a new operation. Whether it was
+    still in progress (an operation settled meanwhile keeps what it was settled as)."""
     params: dict[str, Any] = {**values, "lease_expires_at": None, "b_id": operation_id}
     if release_key:
         params["idempotency_key"] = None
-    conn.execute(_FINISH, params)
+    return conn.execute(_FINISH, params).rowcount == 1
+
+
+def renew_lease(
+    conn: sa.Connection, operation_id: str, *, now: dt.datetime, until: dt.datetime
+) -> bool:
+    """Extend the lease of an operation still in progress whose lease has not run out:
+    whether it was (else it may have been settled as abandoned: stop)."""
+    result = conn.execute(
+        o.update()
+        .where(o.c.id == operation_id, o.c.status == IN_PROGRESS, o.c.lease_expires_at > now)
+        .values(lease_expires_at=until)
+    )
+    return result.rowcount == 1
 
 
 def release_key(conn: sa.Connection, operation_id: str) -> None:

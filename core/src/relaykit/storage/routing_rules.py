@@ -29,8 +29,15 @@ def insert(conn: sa.Connection, values: Mapping[str, Any]) -> None:
     conn.execute(r.insert().values(**values))
 
 
-def update(conn: sa.Connection, rule_id: str, values: Mapping[str, Any]) -> None:
-    conn.execute(r.update().where(r.c.id == rule_id).values(**values))
+def update(
+    conn: sa.Connection, rule_id: str, values: Mapping[str, Any], *, seen: dt.datetime
+) -> bool:
+    """Write the rule if it is still as it was read (its ``updated_at`` is ``seen``): whether
+    it was. A concurrent change is never written over."""
+    result = conn.execute(
+        r.update().where(r.c.id == rule_id, r.c.updated_at == seen).values(**values)
+    )
+    return result.rowcount == 1
 
 
 def delete(conn: sa.Connection, rule_id: str) -> None:
@@ -71,11 +78,12 @@ def page_of(
 #: The tenant's rules for a capability (default first, then by priority, then oldest), each
 #: joined to those of its integration and fallback that are active right now: one
 #: statement, so the route is one snapshot. Each row: rule id, integration id, fallback id,
-#: then the active integration's id, provider, enabled capabilities, public credentials and
-#: sealed credentials (all null when neither is active).
+#: then the active integration's id, provider, enabled capabilities, public credentials,
+#: sealed credentials and credentials version (all null when neither is active).
 _ROUTE_SQL = (
     "SELECT r.id, r.integration_id, r.fallback_integration_id,"
-    " i.id, i.provider, i.enabled_capabilities, i.public_credentials, i.sealed_credentials"
+    " i.id, i.provider, i.enabled_capabilities, i.public_credentials, i.sealed_credentials,"
+    " i.credentials_version"
     " FROM routing_rules r LEFT JOIN integrations i"
     " ON i.id IN (r.integration_id, r.fallback_integration_id) AND i.tenant_id = r.tenant_id"
     " AND i.status = 'active' AND i.deleted_at IS NULL"

@@ -1,10 +1,10 @@
 """The operations ledger: write-ahead attempts, leases on operations, expiring keys.
 
 Operations gain ``lease_expires_at`` (while ``in_progress``: when the process running it is
-presumed gone) and ``key_expires_at`` (when its idempotency key stops holding); an
-operation left ``pending`` by an earlier version becomes ``in_progress`` with a lease that
-has already run out, so the sweep settles it. Attempts are written ``in_flight`` before the
-provider call, so their outcome, duration and completion time may be null.
+presumed gone) and ``key_expires_at`` (when its idempotency key stops holding); the rows of
+the previous version are given the ledger's statuses (``_ledger_statuses_for_existing_rows``).
+Attempts are written ``in_flight`` before the provider call, so their outcome, duration and
+completion time may be null.
 
 Revision ID: 0004
 Revises: 0003
@@ -31,10 +31,7 @@ def upgrade() -> None:
     with op.batch_alter_table("operations") as batch:
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("key_expires_at", sa.DateTime(timezone=True), nullable=True))
-    op.execute(
-        "UPDATE operations SET status = 'in_progress', lease_expires_at = created_at"
-        " WHERE status = 'pending'"
-    )
+    _ledger_statuses_for_existing_rows(op.get_bind().dialect.name)
     op.create_index("ix_operations_tenant_id_id", "operations", ["tenant_id", "id"])
     op.create_index(
         "ix_operations_in_progress",
@@ -54,6 +51,40 @@ def upgrade() -> None:
         ["started_at"],
         sqlite_where=IN_FLIGHT,
         postgresql_where=IN_FLIGHT,
+    )
+
+
+def _ledger_statuses_for_existing_rows(dialect: str) -> None:
+    """Operations written by the previous version, in the ledger's terms.
+
+    - Its keys expire a day after their operation started, like new ones.
+    - A ``pending`` operation was written before any provider call, and its attempts only at
+      its end: one left pending may have sent, so it is ``outcome_unknown`` and keeps its key
+      (a repeat answers 409 ``operation_outcome_unknown``).
+    - A ``failed`` one that ended ``no_active_provider`` or ``provider_unavailable`` sent
+      nothing: its key is released. One that ended ``provider_outcome_unknown`` is
+      ``outcome_unknown``.
+    """
+    if dialect == "sqlite":
+        day_later = "strftime('%Y-%m-%d %H:%M:%f', created_at, '+1 day') || '000'"
+        code = "json_extract(response, '$.code')"
+    else:
+        day_later = "created_at + interval '1 day'"
+        code = "(response::jsonb ->> 'code')"
+    op.execute(
+        f"UPDATE operations SET key_expires_at = {day_later} WHERE idempotency_key IS NOT NULL"  # noqa: S608 (constants)
+    )
+    op.execute(
+        "UPDATE operations SET status = 'outcome_unknown', completed_at = created_at"
+        " WHERE status = 'pending'"
+    )
+    op.execute(
+        "UPDATE operations SET idempotency_key = NULL WHERE status = 'failed'"  # noqa: S608
+        f" AND {code} IN ('no_active_provider', 'provider_unavailable')"
+    )
+    op.execute(
+        "UPDATE operations SET status = 'outcome_unknown' WHERE status = 'failed'"  # noqa: S608
+        f" AND {code} = 'provider_outcome_unknown'"
     )
 
 
