@@ -47,13 +47,13 @@ from relaykit.errors import ConflictError, NotFoundError, RelaykitError, Validat
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.ledger import (
     FAILED,
-    IDEMPOTENCY_KEY_PATTERN,
     IN_FLIGHT,
     IN_PROGRESS,
     OUTCOME_UNKNOWN,
     SUCCEEDED,
     DispatchResponse,
     attempt_view,
+    check_idempotency_key,
     lease_until,
     operation_view,
     outcome_unknown_response,
@@ -87,6 +87,9 @@ class IdempotencyConflict(ConflictError):
     """The same key is still being processed (409)."""
 
     code = "idempotency_conflict"
+
+    def __init__(self) -> None:
+        super().__init__("A request with this Idempotency-Key is still being processed.")
 
 
 class LedgerUnavailable(RelaykitError):
@@ -169,14 +172,10 @@ class Dispatcher:
         contract = self.catalog.contracts.get(capability)
         if contract is None:
             raise NotFoundError(f"Unknown capability {capability}.")
-        if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
-            raise ValidationError(
-                {
-                    IDEMPOTENCY_FIELD: [
-                        "The Idempotency-Key must be 1 to 255 visible ASCII characters."
-                    ]
-                }
-            )
+        errors: dict[str, list[str]] = {}
+        check_idempotency_key(IDEMPOTENCY_FIELD, idempotency_key, errors)
+        if errors:
+            raise ValidationError(errors)
         request = decode_input(contract, payload)
         request_hash = hashlib.sha256(
             capability.encode()
@@ -409,9 +408,7 @@ class Dispatcher:
                     view = operation_view(existing, attempt_rows.of_operation(conn, existing.id))
                     return outcome_unknown_response(view)
                 if existing.lease_expires_at is not None and existing.lease_expires_at > now:
-                    raise IdempotencyConflict(
-                        "A request with this Idempotency-Key is still being processed."
-                    )
+                    raise IdempotencyConflict
                 answer = settle(conn, existing, now)  # its process is gone
                 if answer is not None:
                     return answer
@@ -439,9 +436,7 @@ class Dispatcher:
             if key is None:
                 raise
             # Another request claimed the key between our read and insert: it is running.
-            raise IdempotencyConflict(
-                "A request with this Idempotency-Key is still being processed."
-            ) from None
+            raise IdempotencyConflict from None
         candidates = self.routing.candidates_in(conn, run.tenant_id, run.capability)
         first = self._attempt(run, candidates[0]) if candidates else None
         if first is not None:
@@ -548,7 +543,7 @@ class Dispatcher:
         attempts: list[dict[str, Any]],
     ) -> DispatchResponse:
         succeeded = final is not None and final.outcome is OperationOutcome.SUCCEEDED
-        ledger_status, _ = _ledger_status(final)
+        ledger_status = _ledger_status(final)
         data = {
             "id": operation_id,
             "capability": capability,
@@ -596,14 +591,10 @@ class Dispatcher:
 _RETRYABLE_CODES = frozenset({"no_active_provider", "provider_unavailable"})
 
 
-def _ledger_status(final: OperationResult | None) -> tuple[str, bool]:
-    """The operation's status for its last try's result, and whether a provider acted."""
-    if final is None:
-        return FAILED, False
-    if final.outcome is OperationOutcome.SUCCEEDED:
-        return SUCCEEDED, True
-    if final.outcome is OperationOutcome.REJECTED:
-        return FAILED, True
-    if final.outcome is OperationOutcome.UNKNOWN:
-        return OUTCOME_UNKNOWN, True
-    return FAILED, False
+def _ledger_status(final: OperationResult | None) -> str:
+    """The operation's status for its last try's result."""
+    if final is not None and final.outcome is OperationOutcome.SUCCEEDED:
+        return SUCCEEDED
+    if final is not None and final.outcome is OperationOutcome.UNKNOWN:
+        return OUTCOME_UNKNOWN
+    return FAILED

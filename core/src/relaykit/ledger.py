@@ -79,6 +79,13 @@ class DispatchResponse(msgspec.Struct, frozen=True):
     code: str | None = None
 
 
+def check_idempotency_key(name: str, value: str | None, errors: dict[str, list[str]]) -> None:
+    """An Idempotency-Key (the header, or the ledger's filter) must be 1 to 255 visible ASCII
+    characters."""
+    if value is not None and not IDEMPOTENCY_KEY_PATTERN.match(value):
+        errors[name] = [f"The {name} must be 1 to 255 visible ASCII characters."]
+
+
 def lease_until(now: dt.datetime, deadline_seconds: float) -> dt.datetime:
     """When an operation started at ``now`` is presumed abandoned."""
     return now + dt.timedelta(seconds=deadline_seconds + LEASE_MARGIN_SECONDS)
@@ -219,10 +226,7 @@ class OperationService:
         check_choice("status", status, OPERATION_STATUSES, errors)
         check_choice("capability", capability, sorted(self.catalog.contracts), errors)
         check_id("integration_id", integration_id, "an integration", errors)
-        if idempotency_key is not None and not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
-            errors["idempotency_key"] = [
-                "The idempotency_key must be 1 to 255 visible ASCII characters."
-            ]
+        check_idempotency_key("idempotency_key", idempotency_key, errors)
         check_page(page, per_page, errors)
         if errors:
             raise ValidationError(errors)
@@ -239,11 +243,9 @@ class OperationService:
                 per_page=per_page,
                 view=lambda row: row,
             )
+            attempts = attempt_rows.of_operations(conn, [row.id for row in found.items])
             return Page(
-                [
-                    operation_view(row, attempt_rows.of_operation(conn, row.id))
-                    for row in found.items
-                ],
+                [operation_view(row, attempts.get(row.id, [])) for row in found.items],
                 found.total,
                 found.page,
                 found.per_page,

@@ -244,12 +244,6 @@ class RoutingService:
         """:meth:`candidates` inside a transaction the caller holds."""
         return candidates_from(rule_rows.route_rows_in(conn, tenant_id, capability), capability)
 
-    async def still_usable(self, tenant_id: str, integration_id: str, capability: str) -> bool:
-        """Whether the integration may still be tried: live, active, capability enabled."""
-        return await self.database.read(
-            integration_rows.usable_for, tenant_id, integration_id, capability
-        )
-
 
 def candidates_from(found: Sequence[Sequence[Any]], capability: str) -> list[RouteCandidate]:
     """The candidates in the route's rows (:func:`relaykit.storage.routing_rules.route_rows`):

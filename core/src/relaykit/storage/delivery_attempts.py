@@ -45,6 +45,19 @@ def of_operation(conn: sa.Connection, operation_id: str) -> list[sa.RowMapping]:
     ]
 
 
+def of_operations(conn: sa.Connection, operation_ids: list[str]) -> dict[str, list[sa.RowMapping]]:
+    """The attempts of several operations (a page of the ledger) in one query, by operation,
+    each in the order they were made."""
+    found: dict[str, list[sa.RowMapping]] = {}
+    if operation_ids:
+        rows = conn.execute(
+            sa.select(d).where(d.c.operation_id.in_(operation_ids)).order_by(d.c.id)
+        )
+        for row in rows:
+            found.setdefault(row.operation_id, []).append(row._mapping)
+    return found
+
+
 def settle_in_flight(
     conn: sa.Connection,
     *,

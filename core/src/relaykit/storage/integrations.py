@@ -105,11 +105,6 @@ def find(conn: sa.Connection, tenant_id: str, integration_id: str) -> sa.Row[Any
     ).first()
 
 
-def usable_for(conn: sa.Connection, tenant_id: str, integration_id: str, capability: str) -> bool:
-    """Whether the integration is live, ``active`` and has ``capability`` enabled now."""
-    return credentials_if_usable(conn, tenant_id, integration_id, capability) is not None
-
-
 def credentials_if_usable(
     conn: sa.Connection, tenant_id: str, integration_id: str, capability: str
 ) -> Any:
