@@ -10,12 +10,12 @@ Inputs are decoded from the request body strictly (unknown fields refused); outp
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
 
 from relaykit.errors import ValidationError
+from relaykit.structure import field_errors
 
 SEND_SMS = "send_sms"
 SEND_WHATSAPP = "send_whatsapp"
@@ -139,32 +139,15 @@ STANDARD_CONTRACTS: dict[str, CapabilityContract] = {
 
 
 def decode_input(contract: CapabilityContract, payload: Any) -> msgspec.Struct:
-    """``payload`` (decoded JSON) as the contract's input; ValidationError keyed by field."""
+    """``payload`` (decoded JSON) as the contract's input; ValidationError keyed by field.
+
+    The errors are worked out from the input Struct's declared structure, every problem at
+    once (:func:`relaykit.structure.field_errors`), never from msgspec's message.
+    """
     if not isinstance(payload, dict):
         raise ValidationError({"body": ["The request body must be a JSON object."]})
     try:
         return msgspec.convert(payload, contract.input)
-    except msgspec.ValidationError as exc:
-        raise ValidationError(_errors_from(str(exc))) from None
-
-
-_PATH = re.compile(r" - at (`key` in )?`\$\.?([^`]*)`$")
-
-
-def _errors_from(message: str) -> dict[str, list[str]]:
-    """msgspec's single error message (``Expected `int`, got `str` - at `$.amount```),
-    keyed by field the way the API keys errors."""
-    match = _PATH.search(message)
-    prefix = ""
-    if match:
-        prefix = match.group(2).split("[")[0].split(".")[0]
-        message = _METADATA_KEY_RULE if match.group(1) else message[: match.start()]
-    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
-    if unknown:
-        field = f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)
-        return {field: ["This field is not allowed."]}
-    missing = re.match(r"Object missing required field `([^`]+)`", message)
-    if missing:
-        field = f"{prefix}.{missing.group(1)}" if prefix else missing.group(1)
-        return {field: [f"The {field} field is required."]}
-    return {prefix or "body": [message.rstrip(".") + "."]}
+    except msgspec.ValidationError:
+        errors = field_errors(payload, contract.input, rules={MetadataKey: _METADATA_KEY_RULE})
+    raise ValidationError(errors or {"body": ["The request body is invalid."]})
