@@ -18,7 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-import msgspec
 import sqlalchemy as sa
 
 from relaykit.catalog import Catalog
@@ -36,6 +35,7 @@ from relaykit.validation import (
     validate_create,
     validate_update,
 )
+from relaykit.wire import Integration
 
 logger = logging.getLogger("relaykit.integrations")
 
@@ -72,22 +72,6 @@ STATUS_NAMES = [status.value for status in Status]
 UPDATE_TRIES = 5
 
 
-class IntegrationView(msgspec.Struct, frozen=True):
-    """An integration as the API shows it: sensitive credential fields always null."""
-
-    id: str
-    provider: str
-    display_name: str
-    category: str
-    status: str
-    enabled_capabilities: list[str]
-    credentials: dict[str, Any]
-    metadata: dict[str, Any]
-    verified_at: str | None
-    created_at: str
-    updated_at: str
-
-
 class IntegrationService:
     def __init__(
         self,
@@ -106,7 +90,7 @@ class IntegrationService:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def get(self, tenant_id: str, integration_id: str) -> IntegrationView:
+    async def get(self, tenant_id: str, integration_id: str) -> Integration:
         found = await rows.view_row(self.database, tenant_id, integration_id)
         if found is None:
             raise NotFoundError(NOT_FOUND_MESSAGE)
@@ -120,7 +104,7 @@ class IntegrationService:
         category: str | None = None,
         page: int = 1,
         per_page: int = DEFAULT_PER_PAGE,
-    ) -> Page[IntegrationView]:
+    ) -> Page[Integration]:
         """One page of the tenant's live integrations, oldest first."""
         self._check_filters(status, category, page, per_page)
         total, found = await rows.view_page(
@@ -144,7 +128,7 @@ class IntegrationService:
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def create(self, tenant_id: str, payload: Any) -> IntegrationView:
+    async def create(self, tenant_id: str, payload: Any) -> Integration:
         request = validate_create(payload, self.catalog)
         integration_id = new_id()
         now = utcnow()
@@ -183,7 +167,7 @@ class IntegrationService:
         # The row is what was inserted (no database default fills a shown column).
         return self._view([values[name] for name in rows.VIEW_COLUMNS])
 
-    async def update(self, tenant_id: str, integration_id: str, payload: Any) -> IntegrationView:
+    async def update(self, tenant_id: str, integration_id: str, payload: Any) -> Integration:
         return await until_unchanged(
             functools.partial(self._try_update, tenant_id, integration_id, payload),
             tries=UPDATE_TRIES,
@@ -191,7 +175,7 @@ class IntegrationService:
 
     async def _try_update(
         self, tenant_id: str, integration_id: str, payload: Any
-    ) -> IntegrationView | Changed:
+    ) -> Integration | Changed:
         """One try of :meth:`update`: reads the row, opens and seals outside any
         transaction, and writes only if the row is still as read."""
         row = await self.database.read(self._row, tenant_id, integration_id)
@@ -281,13 +265,13 @@ class IntegrationService:
         ):
             raise NotFoundError(NOT_FOUND_MESSAGE)
 
-    async def activate(self, tenant_id: str, integration_id: str) -> IntegrationView:
+    async def activate(self, tenant_id: str, integration_id: str) -> Integration:
         return await self._move(tenant_id, integration_id, Action.ACTIVATE)
 
-    async def disable(self, tenant_id: str, integration_id: str) -> IntegrationView:
+    async def disable(self, tenant_id: str, integration_id: str) -> Integration:
         return await self._move(tenant_id, integration_id, Action.DISABLE)
 
-    async def _move(self, tenant_id: str, integration_id: str, action: Action) -> IntegrationView:
+    async def _move(self, tenant_id: str, integration_id: str, action: Action) -> Integration:
         def apply(conn: sa.Connection) -> sa.Row[Any]:
             row = self._row(conn, tenant_id, integration_id)
             # In one write transaction the row cannot change between the read and the move
@@ -317,11 +301,11 @@ class IntegrationService:
             )
         return provider
 
-    def view(self, row: sa.Row[Any]) -> IntegrationView:
+    def view(self, row: sa.Row[Any]) -> Integration:
         """The API's view of a row read with SQLAlchemy."""
         return self._view(tuple(getattr(row, name) for name in rows.VIEW_COLUMNS))
 
-    def _view(self, values: Sequence[Any]) -> IntegrationView:
+    def _view(self, values: Sequence[Any]) -> Integration:
         """The view of VIEW_COLUMNS' values, raw (Database.fetch) or typed (SQLAlchemy)."""
         (
             integration_id,
@@ -349,7 +333,7 @@ class IntegrationService:
         verification = json_value(verification)
         if verification:
             metadata[RESERVED_METADATA_KEY] = verification
-        return IntegrationView(
+        return Integration(
             id=integration_id,
             provider=provider_name,
             display_name=provider.display_name if provider else provider_name,

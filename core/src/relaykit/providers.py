@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from relaykit.wire import CredentialFieldInfo
+
 if TYPE_CHECKING:
     from relaykit.operations import OperationHandler
     from relaykit.provider_http import ProviderContext
@@ -118,14 +120,6 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
                 for k, f in self.credential_schema.items()
             },
         )
-
-
-class CredentialFieldInfo(msgspec.Struct, frozen=True):
-    """The wire view of a credential field: the contract shows exactly these three keys."""
-
-    type: str
-    sensitive: bool
-    required: bool
 
 
 class ProviderInfo(msgspec.Struct, frozen=True):

@@ -34,21 +34,11 @@ from relaykit.storage import integrations as integration_rows
 from relaykit.storage import routing_rules as rule_rows
 from relaykit.storage.database import Database, IntegrityError, json_value
 from relaykit.validation import Problems
+from relaykit.wire import RoutingRule
 
 NOT_FOUND_MESSAGE = "Routing rule not found."
 RULE_FIELDS = ("capability", "integration_id", "fallback_integration_id", "is_default", "priority")
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
-
-
-class RoutingRuleView(msgspec.Struct, frozen=True):
-    id: str
-    capability: str
-    integration_id: str
-    fallback_integration_id: str | None
-    is_default: bool
-    priority: int
-    created_at: str
-    updated_at: str
 
 
 class RouteCandidate(msgspec.Struct, frozen=True):
@@ -63,8 +53,8 @@ class RouteCandidate(msgspec.Struct, frozen=True):
     credentials_version: int
 
 
-def _view(row: Any) -> RoutingRuleView:
-    return RoutingRuleView(
+def _view(row: Any) -> RoutingRule:
+    return RoutingRule(
         id=row.id,
         capability=row.capability,
         integration_id=row.integration_id,
@@ -83,8 +73,8 @@ class RoutingService:
 
     # -- rules ---------------------------------------------------------------------------------
 
-    async def create(self, tenant_id: str, payload: Any) -> RoutingRuleView:
-        def apply(conn: sa.Connection) -> RoutingRuleView:
+    async def create(self, tenant_id: str, payload: Any) -> RoutingRule:
+        def apply(conn: sa.Connection) -> RoutingRule:
             values = self._validated(conn, tenant_id, payload, current=None)
             now = utcnow()
             rule_id = new_id()
@@ -104,8 +94,8 @@ class RoutingService:
 
         return await self._write_rule(apply)
 
-    async def update(self, tenant_id: str, rule_id: str, payload: Any) -> RoutingRuleView:
-        def apply(conn: sa.Connection) -> RoutingRuleView:
+    async def update(self, tenant_id: str, rule_id: str, payload: Any) -> RoutingRule:
+        def apply(conn: sa.Connection) -> RoutingRule:
             current = self._row(conn, tenant_id, rule_id)
             values = self._validated(conn, tenant_id, payload, current=current)
             now = utcnow()
@@ -122,9 +112,7 @@ class RoutingService:
 
         return await self._write_rule(apply)
 
-    async def _write_rule(
-        self, apply: Callable[[sa.Connection], RoutingRuleView]
-    ) -> RoutingRuleView:
+    async def _write_rule(self, apply: Callable[[sa.Connection], RoutingRule]) -> RoutingRule:
         try:
             return await self.database.transaction(apply)
         except IntegrityError:
@@ -134,7 +122,7 @@ class RoutingService:
                 "Another default rule for this capability was written at the same time; retry."
             ) from None
 
-    async def get(self, tenant_id: str, rule_id: str) -> RoutingRuleView:
+    async def get(self, tenant_id: str, rule_id: str) -> RoutingRule:
         return _view(await self.database.read(self._row, tenant_id, rule_id))
 
     async def delete(self, tenant_id: str, rule_id: str) -> None:
@@ -151,7 +139,7 @@ class RoutingService:
         capability: str | None = None,
         page: int = 1,
         per_page: int = DEFAULT_PER_PAGE,
-    ) -> Page[RoutingRuleView]:
+    ) -> Page[RoutingRule]:
         errors: dict[str, list[str]] = {}
         check_choice("capability", capability, sorted(self.catalog.contracts), errors)
         check_page(page, per_page, errors)

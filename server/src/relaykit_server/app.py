@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Literal
 
 import anyio
+import msgspec
 from litestar import Litestar, Router, get
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -19,6 +20,7 @@ from relaykit import redaction
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.services import Services
 from relaykit.settings import Settings
+from relaykit.wire import NoMeta
 from relaykit_server.auth import BearerTokenMiddleware
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
@@ -27,17 +29,28 @@ from relaykit_server.controllers.routing import (
     OperationsController,
     RoutingRulesController,
 )
-from relaykit_server.envelope import success
 from relaykit_server.errors import EXCEPTION_HANDLERS
+from relaykit_server.openapi import CompletedJson, complete_app_document
 
 logger = logging.getLogger("relaykit.server")
 
 API_PREFIX = "/api/v1"
 
 
-@get("/health", exclude_from_auth=True, summary="Liveness", include_in_schema=False)
-async def health() -> Any:
-    return success({"status": "ok"}, message="OK")
+class Liveness(msgspec.Struct, frozen=True):
+    status: str
+
+
+class HealthEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    success: Literal[True] = True
+    message: str
+    data: Liveness
+    meta: NoMeta = NoMeta()
+
+
+@get("/health", summary="Liveness: the process answers", tags=["service"], operation_id="health")
+async def health() -> HealthEnvelope:
+    return HealthEnvelope(message="OK", data=Liveness("ok"))
 
 
 def create_app(
@@ -58,6 +71,7 @@ def create_app(
         # A duplicate provider name among the plugins stops the start-up here.
         services = Services.open(settings, plugin_manager or get_plugin_manager())
         app.state.services = services
+        complete_app_document(app, services.catalog)
         try:
             async with anyio.create_task_group() as group:
                 if services.worker is not None:
@@ -90,6 +104,7 @@ def create_app(
             title="relaykit",
             version=relaykit.__version__,
             path="/schema",
+            render_plugins=[CompletedJson()],
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(

@@ -22,9 +22,13 @@ from relaykit.errors import (
     RelaykitError,
     ValidationError,
 )
-from relaykit_server.envelope import VALIDATION_MESSAGE, failure
+from relaykit_server.envelope import VALIDATION_MESSAGE, failure, ledger_unavailable
 
 logger = logging.getLogger("relaykit.server")
+
+
+#: The query parameters Litestar parses as integers (relaykit_server.params).
+INTEGER_PARAMETERS = frozenset({"page", "per_page"})
 
 
 class MalformedBodyError(RelaykitError):
@@ -43,14 +47,22 @@ _HTTP_MESSAGES = {
 
 
 def _validation_errors(exc: ValidationException) -> dict[str, list[str]]:
-    """Litestar's parameter/body errors keyed by field, as the contract keys them."""
+    """Litestar's parameter errors keyed by parameter, in relaykit's words: the only typed
+    parameters Litestar parses are the lists' integer ``page`` and ``per_page`` (bodies are
+    decoded by relaykit_server.body), so its message text is never passed on."""
     errors: dict[str, list[str]] = {}
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if not isinstance(item, dict):
             continue
-        key = str(item.get("key") or "body")
-        errors.setdefault(key, []).append(str(item.get("message") or "is invalid"))
+        key = str(item.get("key") or "")
+        if key == "data" or item.get("source") == "body":
+            # Only an empty body gets past relaykit_server.body to here.
+            errors.setdefault("body", []).append("The request body must be a JSON object.")
+        elif key in INTEGER_PARAMETERS:
+            errors.setdefault(key, []).append(f"The {key} must be an integer.")
+        elif key:
+            errors.setdefault(key, []).append(f"The {key} is invalid.")
     return errors
 
 
@@ -64,8 +76,7 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
     if isinstance(exc, ConflictError):
         return failure(409, str(exc), code=exc.code)
     if isinstance(exc, LedgerUnavailable):
-        data = {"id": exc.operation_id} if exc.operation_id is not None else None
-        return failure(503, str(exc), code=exc.code, data=data)
+        return ledger_unavailable(str(exc), exc.code, exc.operation_id)
     if isinstance(exc, AuthenticationError):
         return failure(
             401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}
@@ -78,7 +89,9 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Re
     assert isinstance(exc, HTTPException)
     if isinstance(exc, ValidationException):
         return failure(
-            422, VALIDATION_MESSAGE, errors=_validation_errors(exc) or {"body": [str(exc.detail)]}
+            422,
+            VALIDATION_MESSAGE,
+            errors=_validation_errors(exc) or {"body": ["The request is invalid."]},
         )
     status = exc.status_code
     if status == 400 and str(exc.detail).startswith("JSON is malformed"):

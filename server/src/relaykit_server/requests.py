@@ -1,5 +1,5 @@
-"""What every controller needs from a request: the JSON body, paging parameters, the cached
-GET, and the paginated response."""
+"""What every controller needs from a request: the cached GET, the list's ``meta`` and
+``links``, the paging parameters, a body whose type the path decides."""
 
 from __future__ import annotations
 
@@ -10,27 +10,13 @@ from urllib.parse import urlencode
 import msgspec
 from litestar import MediaType, Request, Response
 
-from relaykit.errors import ValidationError
-from relaykit.pagination import DEFAULT_PER_PAGE, Page
+from relaykit.pagination import Page
+from relaykit.wire import PageLinks, PageMeta
 from relaykit_server.auth import Principal
-from relaykit_server.envelope import success
-from relaykit_server.errors import MalformedBodyError
+from relaykit_server.body import decode_object
 from relaykit_server.state import services_of
 
 ApiRequest = Request[Principal, Any, Any]
-
-
-async def read_json(request: ApiRequest) -> Any:
-    """The body as JSON: 400 if it is not JSON, 422 if empty or nested past the decoder."""
-    body = await request.body()
-    if not body.strip():
-        raise ValidationError({"body": ["The request body must be a JSON object."]})
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise MalformedBodyError("The request body is not valid JSON.") from None
-    except RecursionError:
-        raise ValidationError({"body": ["The request body is nested too deeply."]}) from None
 
 
 async def cached_read(
@@ -52,31 +38,10 @@ async def cached_read(
     return Response(body, status_code=status_code, media_type=MediaType.JSON)
 
 
-def int_param(request: ApiRequest, name: str, default: int, errors: dict[str, list[str]]) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        errors[name] = [f"The {name} must be an integer."]
-        return default
-
-
-def paging(request: ApiRequest) -> tuple[int, int]:
-    """``(page, per_page)`` from the query; a non-integer is a 422 keyed by the parameter."""
-    errors: dict[str, list[str]] = {}
-    page = int_param(request, "page", 1, errors)
-    per_page = int_param(request, "per_page", DEFAULT_PER_PAGE, errors)
-    if errors:
-        raise ValidationError(errors)
-    return page, per_page
-
-
-def paginated(
+def page_parts(
     request: ApiRequest, page: Page[Any], base_path: str, filters: dict[str, str | None]
-) -> Response[Any]:
-    """The contract's list response: ``data``, ``meta`` and ``links``.
+) -> tuple[PageMeta, PageLinks]:
+    """The ``meta`` and ``links`` of the contract's list response.
 
     The links keep the request's filters and ``per_page`` (when given), so following
     ``next`` stays in the same list.
@@ -89,18 +54,19 @@ def paginated(
         return f"{base_path}?{urlencode({**kept, 'page': number})}"
 
     last = page.last_page
-    return success(
-        page.items,
-        meta={
-            "current_page": page.page,
-            "per_page": page.per_page,
-            "total": page.total,
-            "last_page": last,
-        },
-        links={
-            "first": url(1),
-            "last": url(last),
-            "prev": url(page.page - 1) if 1 < page.page <= last + 1 else None,
-            "next": url(page.page + 1) if page.page < last else None,
-        },
+    meta = PageMeta(
+        current_page=page.page, per_page=page.per_page, total=page.total, last_page=last
     )
+    links = PageLinks(
+        first=url(1),
+        last=url(last),
+        prev=url(page.page - 1) if 1 < page.page <= last + 1 else None,
+        next=url(page.page + 1) if page.page < last else None,
+    )
+    return meta, links
+
+
+async def read_json(request: ApiRequest) -> Any:
+    """The body as plain JSON (for a body whose type the path decides): 400 if it is not
+    JSON, 422 if empty, not an object, or nested past the decoder."""
+    return decode_object(await request.body())
