@@ -75,7 +75,7 @@ def _credentials(provider: Provider, *, partial: bool) -> dict[str, Any]:
     fields = provider.credential_schema
     schema: dict[str, Any] = {
         "type": "object",
-        "title": f"{provider.display_name} credentials",
+        "title": f"{provider.display_name} credentials{' update' if partial else ''}",
         "properties": {
             name: _credential_property(spec, nullable=partial and not spec.required)
             for name, spec in fields.items()
@@ -220,7 +220,18 @@ def _add_schemas(document: dict[str, Any], types: list[type[Any]]) -> None:
     _, components = msgspec.json.schema_components(types, ref_template=SCHEMAS + "{name}")
     schemas = document["components"]["schemas"]
     for name, schema in components.items():
+        for field in schema.get("properties", {}).values():
+            _constant(field)
         schemas.setdefault(name, schema)
+
+
+def _constant(field: dict[str, Any]) -> None:
+    """msgspec writes a ``Literal[False]`` as ``{"enum": [false]}``; Litestar (and client
+    generators) expect ``{"type": "boolean", "const": false}``."""
+    choices = field.get("enum")
+    if isinstance(choices, list) and len(choices) == 1 and isinstance(choices[0], bool):
+        del field["enum"]
+        field.update(type="boolean", const=choices[0])
 
 
 def _drop_litestar_400(document: dict[str, Any]) -> None:
