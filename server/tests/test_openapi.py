@@ -169,6 +169,21 @@ async def test_operations_are_declared_per_capability(api: Api) -> None:
     assert [p["name"] for p in send["parameters"]] == ["Idempotency-Key"]
     assert {"201", "401", "409", "422", "502", "503"} <= set(send["responses"])
     assert document["components"]["schemas"]["SendMessageInput"]["required"] == ["to", "body"]
+    assert send["responses"]["201"]["links"]["getOperation"] == {
+        "operationId": "getOperation",
+        "parameters": {"operation_id": "$response.body#/data/id"},
+    }
+
+
+async def test_creates_link_to_what_their_id_leads_to(api: Api) -> None:
+    document = await _document(api)
+    operation_ids = {operation["operationId"] for _, _, operation in _operations(document)}
+    for path in (f"{API}/integrations", f"{API}/routing-rules"):
+        links = document["paths"][path]["post"]["responses"]["201"]["links"]
+        assert links, path
+        for link in links.values():
+            assert link["operationId"] in operation_ids
+            assert list(link["parameters"].values()) == ["$response.body#/data/id"]
 
 
 # -- live responses against the declared schemas ------------------------------------------

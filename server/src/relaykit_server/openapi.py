@@ -15,6 +15,8 @@ next start):
   capability's input, its result inside the operation envelope, the ``Idempotency-Key``
   header, and every answer a dispatch can give. The ledger's read is named
   ``/api/v1/operations/{operation_id}``.
+* **Links** from each create to the operations its id leads to, and from each operation
+  run to its ledger entry and attempts.
 * **Security.** Every ``/api/v1`` operation needs the bearer token (the router declares it);
   the operations outside it (``/health``) are marked ``security: []``.
 """
@@ -265,6 +267,57 @@ def _add_operations(document: dict[str, Any], catalog: Catalog) -> None:
         paths[f"{API_PREFIX}/operations/{capability}"] = _operation_path(capability, contract)
 
 
+#: What a created resource's id leads to: (path of the create, its success status, the
+#: parameter the id fills, the operations that take it).
+LINKS = (
+    (
+        "/integrations",
+        "201",
+        "integration_id",
+        (
+            "getIntegration",
+            "updateIntegration",
+            "activateIntegration",
+            "disableIntegration",
+            "deleteIntegration",
+        ),
+    ),
+    (
+        "/routing-rules",
+        "201",
+        "rule_id",
+        ("getRoutingRule", "updateRoutingRule", "deleteRoutingRule"),
+    ),
+)
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    """OpenAPI links from each create to what its id leads to, and from each operation run
+    to its ledger entry and delivery attempts: clients and stateful testers follow them."""
+    paths = document["paths"]
+    for path, status, parameter, targets in LINKS:
+        if API_PREFIX + path not in paths:
+            continue
+        response = paths[API_PREFIX + path]["post"]["responses"][status]
+        response["links"] = {
+            target: {"operationId": target, "parameters": {parameter: "$response.body#/data/id"}}
+            for target in targets
+        }
+    for path, item in paths.items():
+        operation = item.get("post", {})
+        if operation.get("operationId", "").startswith("run_"):
+            operation["responses"]["201"]["links"] = {
+                "getOperation": {
+                    "operationId": "getOperation",
+                    "parameters": {"operation_id": "$response.body#/data/id"},
+                },
+                "listDeliveryAttempts": {
+                    "operationId": "listDeliveryAttempts",
+                    "parameters": {"operation_id": "$response.body#/data/id"},
+                },
+            }
+
+
 def _mark_public(document: dict[str, Any]) -> None:
     for path, item in document["paths"].items():
         if not path.startswith(API_PREFIX + "/"):
@@ -279,6 +332,7 @@ def complete(document: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     _add_credentials(completed, catalog)
     _add_operations(completed, catalog)
     _drop_litestar_400(completed)
+    _add_links(completed)
     _mark_public(completed)
     return completed
 
