@@ -303,7 +303,7 @@ def _add_links(document: dict[str, Any]) -> None:
             target: {"operationId": target, "parameters": {parameter: "$response.body#/data/id"}}
             for target in targets
         }
-    for path, item in paths.items():
+    for item in paths.values():
         operation = item.get("post", {})
         if operation.get("operationId", "").startswith("run_"):
             operation["responses"]["201"]["links"] = {
