@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from relaykit.client import Client
 from relaykit.testing.databases import throwaway_database_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,8 +82,37 @@ class Server:
         self.log = log
 
     def client(self, token: str | None = None) -> httpx.Client:
+        """A raw httpx client, for the tests about the wire itself (exact bodies, headers,
+        malformed requests, odd tokens); the rest drive the API through :meth:`api`."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+
+    def api(
+        self,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Client:
+        """relaykit.client's :class:`Client` for this server, as ``token``'s tenant (a
+        :class:`Recorder` as ``transport`` keeps the answers as they came over the wire)."""
+        return Client(self.base_url, token, timeout=timeout, transport=transport)
+
+
+class Recorder(httpx.HTTPTransport):
+    """An httpx transport that keeps every answer it carries, read, in ``responses``: for a
+    test that drives the API through relaykit.client and checks what came over the wire
+    (the bytes, the exact status) underneath it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.responses: list[httpx.Response] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        response.read()
+        self.responses.append(response)
+        return response
 
 
 def start_server(env: Mapping[str, str], log: Path) -> Server:

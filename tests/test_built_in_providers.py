@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from relaykit.client import Unauthenticated
 from relaykit.errors import ValidationError
 from relaykit.plugins import make_plugin_manager
 from relaykit.validation import validate_create
@@ -68,6 +69,8 @@ def test_curl_walk_lists_providers_in_the_contract_shape(server: Server, home: P
     env = cli_env(home)
     run_cli(["tenants", "create", "acme"], env)
     token = run_cli(["tokens", "create", "--tenant", "acme"], env).stdout.strip().splitlines()[-1]
+    # raw: the contract's exact envelope (success, message, meta) and JSON shape, which
+    # relaykit.client decodes away
     with server.client(token) as client:
         response = client.get("/api/v1/integrations/providers")
     assert response.status_code == 200
@@ -77,10 +80,10 @@ def test_curl_walk_lists_providers_in_the_contract_shape(server: Server, home: P
     assert body["meta"] == {}
     assert body["data"] == [PLIVO, CONTRACT_STRIPE, CONTRACT_TWILIO]
 
-    with server.client("rk_not_a_token") as client:
-        refused = client.get("/api/v1/integrations/providers")
-    assert refused.status_code == 401
-    assert refused.json()["success"] is False
+    with server.api("rk_not_a_token") as stranger, pytest.raises(Unauthenticated) as refused:
+        stranger.list_providers()
+    assert refused.value.status_code == 401
+    assert refused.value.body["success"] is False
 
 
 HEADER_BORNE = [

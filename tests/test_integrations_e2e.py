@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import httpx
+import pytest
 
+from relaykit.client import InvalidRequest
 from relaykit.testing.databases import stored_text
 
-from .conftest import cli_env, run_cli, start_server, stop_server
+from .conftest import Recorder, cli_env, run_cli, start_server, stop_server
 
 CANARY_SECRET = "sk_test_CANARY_5e0c7a1f9b3d"
 CANARY_WEBHOOK = "whsec_CANARY_77aa55cc33ee"
@@ -22,7 +24,7 @@ def tenant_token(home: Path, name: str = "acme") -> str:
     return run_cli(["tokens", "create", "--tenant", name], env).stdout.strip().splitlines()[-1]
 
 
-def stripe_body() -> dict[str, object]:
+def stripe_body() -> dict[str, Any]:
     return {
         "provider": "stripe",
         "credentials": {
@@ -40,30 +42,23 @@ def test_a_canary_secret_never_leaves_its_sealed_form(tmp_path: Path, database_u
     token = tenant_token(home)
     log = tmp_path / "server.log"
     server = start_server(cli_env(home, {"RELAYKIT_LOG_LEVEL": "DEBUG"}), log)
-    seen: list[str] = []
+    # raw: every answer as it came over the wire (bytes, status): the canary must be in none
+    wire = Recorder()
     try:
-        with server.client(token) as client:
-            created = client.post("/api/v1/integrations", json=stripe_body())
-            assert created.status_code == 201
-            integration_id = created.json()["data"]["id"]
-            seen.append(created.text)
-            patched = client.patch(
-                f"/api/v1/integrations/{integration_id}",
-                json={"credentials": {"secret_key": CANARY_ROTATED}},
-            )
-            assert patched.status_code == 200
-            seen.append(patched.text)
+        with server.api(token, transport=wire) as relay:
+            created = relay.create_integration(**stripe_body())
+            relay.update_integration(created.id, credentials={"secret_key": CANARY_ROTATED})
             # failing requests that carry the canary must not echo it either
-            bad = client.post(
-                "/api/v1/integrations",
-                json={**stripe_body(), "credentials": {"secret_key": 5, "x": CANARY_SECRET}},
-            )
-            assert bad.status_code == 422
-            seen.append(bad.text)
-            seen.append(client.get(f"/api/v1/integrations/{integration_id}").text)
-            seen.append(client.get("/api/v1/integrations").text)
+            with pytest.raises(InvalidRequest):
+                relay.create_integration(
+                    **{**stripe_body(), "credentials": {"secret_key": 5, "x": CANARY_SECRET}}
+                )
+            relay.get_integration(created.id)
+            relay.list_integrations()
     finally:
         stop_server(server)
+    assert [response.status_code for response in wire.responses] == [201, 200, 422, 200, 200]
+    seen = [response.text for response in wire.responses]
     server_log = log.read_text()
     assert "DEBUG relaykit.sealing: sealed 2 credential fields" in server_log  # really at debug
     assert "INFO relaykit.integrations: integration" in server_log
@@ -82,21 +77,20 @@ def test_a_canary_secret_never_leaves_its_sealed_form(tmp_path: Path, database_u
 def test_fifty_concurrent_creates_over_http_give_exactly_one(server, home: Path) -> None:  # type: ignore[no-untyped-def]
     token = tenant_token(home)
 
-    def create(_: int) -> int:
-        with httpx.Client(base_url=server.base_url, timeout=60) as client:
-            response = client.post(
-                "/api/v1/integrations",
-                json=stripe_body(),
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            if response.status_code == 422:
-                assert response.json()["errors"] == {
-                    "provider": ["An integration for this provider already exists."]
-                }
-            return response.status_code
+    def create(_: int) -> InvalidRequest | None:
+        """None when this one was created; the 422 when it was refused."""
+        with server.api(token, timeout=60) as relay:
+            try:
+                relay.create_integration(**stripe_body())
+            except InvalidRequest as refused:
+                return refused
+        return None
 
     with ThreadPoolExecutor(max_workers=50) as pool:
-        statuses = sorted(pool.map(create, range(50)))
-    assert statuses == [201] + [422] * 49
-    with server.client(token) as client:
-        assert client.get("/api/v1/integrations").json()["meta"]["total"] == 1
+        outcomes = list(pool.map(create, range(50)))
+    assert outcomes.count(None) == 1
+    assert [refused.errors for refused in outcomes if refused is not None] == [
+        {"provider": ["An integration for this provider already exists."]}
+    ] * 49
+    with server.api(token) as relay:
+        assert relay.list_integrations().meta.total == 1

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from relaykit.client import ApiError, Client, Operation, OperationFailed
 from relaykit.testing.standin import StandIn, stand_in
 
-from .conftest import Server, cli_env, run_cli, start_server, stop_server
+from .conftest import Recorder, Server, cli_env, run_cli, start_server, stop_server
 from .messaging_standin import Messaging
 from .test_verification_e2e import wait_for
 
-SMS = "/api/v1/operations/send_sms"
 MESSAGE = {"to": "+14155552345", "body": "Your code is 123456"}
 # A short deadline, so the dead process's lease (deadline + 5 s) runs out within the test.
 LEDGER = {"RELAYKIT_OPERATION_DEADLINE": "2"}
@@ -47,48 +47,30 @@ class World:
         self.server = start_server(self.env, self.tmp_path / "server.log")
         return self.server
 
-    def client(self) -> httpx.Client:
-        return self.server.client(self.token)
+    def api(self, transport: httpx.BaseTransport | None = None) -> Client:
+        return self.server.api(self.token, transport=transport)
 
     def twilio(self, auth_token: str) -> str:
-        with self.client() as client:
-            created = client.post(
-                "/api/v1/integrations",
-                json={
-                    "provider": "twilio",
-                    "credentials": {
-                        "account_sid": "AC-stand-in",
-                        "auth_token": auth_token,
-                        "from_number": "+15550100000",
-                    },
-                    "enabled_capabilities": ["send_sms"],
+        with self.api() as relay:
+            integration_id = relay.create_integration(
+                "twilio",
+                {
+                    "account_sid": "AC-stand-in",
+                    "auth_token": auth_token,
+                    "from_number": "+15550100000",
                 },
-            )
-            assert created.status_code == 201, created.text
-            integration_id = str(created.json()["data"]["id"])
-            wait_for(
-                lambda: (
-                    client.get(f"/api/v1/integrations/{integration_id}").json()["data"]["status"]
-                    == "active"
-                )
-            )
-            rule = client.post(
-                "/api/v1/routing-rules",
-                json={
-                    "capability": "send_sms",
-                    "integration_id": integration_id,
-                    "is_default": True,
-                },
-            )
-            assert rule.status_code == 201, rule.text
+                ["send_sms"],
+            ).id
+            wait_for(lambda: relay.get_integration(integration_id).status == "active")
+            relay.create_routing_rule("send_sms", integration_id, is_default=True)
         return integration_id
 
     def send_in_background(self, key: str) -> threading.Thread:
         def send() -> None:
             try:
-                with self.client() as client:
-                    client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": key})
-            except httpx.HTTPError:
+                with self.api() as relay:
+                    relay.run_operation("send_sms", MESSAGE, idempotency_key=key)
+            except (httpx.HTTPError, ApiError):
                 pass  # the server is killed under it
 
         thread = threading.Thread(target=send)
@@ -99,10 +81,10 @@ class World:
         self.server.process.send_signal(signal.SIGKILL)
         self.server.process.wait(timeout=10)
 
-    def operation_by_key(self, key: str) -> dict[str, Any] | None:
-        with self.client() as client:
-            found = client.get("/api/v1/operations", params={"idempotency_key": key}).json()
-        return found["data"][0] if found["data"] else None
+    def operation_by_key(self, key: str) -> Operation | None:
+        with self.api() as relay:
+            found = relay.list_operations(idempotency_key=key).data
+        return found[0] if found else None
 
 
 @pytest.fixture
@@ -129,15 +111,21 @@ def test_a_send_the_provider_accepted_before_the_crash_is_never_sent_again(world
     operation = world.operation_by_key("otp-4711")
     assert operation is not None
     # The restarted worker settles it once the dead process's lease has run out.
-    wait_for(lambda: (world.operation_by_key("otp-4711") or {})["status"] == "outcome_unknown")
-    with world.client() as client:
-        settled = client.get(f"/api/v1/operations/{operation['id']}").json()["data"]
-        [attempt] = settled["attempts"]
-        assert attempt["status"] == attempt["outcome"] == "outcome_unknown"
-        retry = client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": "otp-4711"})
-    assert retry.status_code == 409, retry.text
-    assert retry.json()["code"] == "operation_outcome_unknown"
-    assert retry.json()["data"]["id"] == operation["id"]
+    wait_for(
+        lambda: (
+            (settling := world.operation_by_key("otp-4711")) is not None
+            and settling.status == "outcome_unknown"
+        )
+    )
+    with world.api() as relay:
+        settled = relay.get_operation(operation.id)
+        [attempt] = settled.attempts
+        assert attempt.status == attempt.outcome == "outcome_unknown"
+        with pytest.raises(OperationFailed) as retry:
+            relay.run_operation("send_sms", MESSAGE, idempotency_key="otp-4711")
+    assert retry.value.status_code == 409, retry.value
+    assert retry.value.code == "operation_outcome_unknown"
+    assert retry.value.operation.id == operation.id
     assert world.messaging.sends["tok-hold"] == 1  # exactly one request reached Twilio
 
 
@@ -171,9 +159,14 @@ def test_a_server_killed_before_the_provider_call_sends_once_on_retry(
     sender.join(timeout=30)
     assert world.messaging.sends["tok-ok"] == 0
     world.start()
-    with world.client() as client:
-        retry = client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": "otp-4712"})
-        assert retry.status_code == 201, retry.text
-        again = client.post(SMS, json=MESSAGE, headers={"Idempotency-Key": "otp-4712"})
-    assert again.json() == retry.json()  # replayed
+    wire = Recorder()
+    with world.api(wire) as relay:
+        retry = relay.run_operation("send_sms", MESSAGE, idempotency_key="otp-4712")
+        assert retry.status == "succeeded", retry
+        again = relay.run_operation("send_sms", MESSAGE, idempotency_key="otp-4712")
+    assert again == retry  # replayed
+    # raw: the replay is the first answer, status and body, as it came over the wire
+    answered, replayed = wire.responses
+    assert answered.status_code == replayed.status_code == 201
+    assert replayed.json() == answered.json()
     assert world.messaging.sends["tok-ok"] == 1

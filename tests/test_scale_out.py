@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 from relaykit import tenants as tenant_store
+from relaykit.client import InvalidRequest
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
 from relaykit.testing.standin import StandIn, stand_in
@@ -96,21 +96,16 @@ def test_two_apis_two_workers_two_hundred_integrations(
 
     def create(number: int) -> tuple[str, str]:
         api = nodes.apis[number % 2]  # alternate between the two API processes
-        with api.client(tokens[number]) as client:
-            response = client.post(
-                "/api/v1/integrations", json=stripe_body(f"sk_test_good_{number:04d}")
-            )
-            assert response.status_code == 201, response.text
-            return tokens[number], response.json()["data"]["id"]
+        with api.api(tokens[number]) as relay:
+            created = relay.create_integration(**stripe_body(f"sk_test_good_{number:04d}"))
+            return tokens[number], created.id
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         made = list(pool.map(create, range(200)))
 
     def status(token: str, integration_id: str, api: Server) -> str:
-        with api.client(token) as client:
-            return str(
-                client.get(f"/api/v1/integrations/{integration_id}").json()["data"]["status"]
-            )
+        with api.api(token) as relay:
+            return relay.get_integration(integration_id).status
 
     def all_active() -> bool:
         return all(status(t, i, nodes.apis[n % 2]) == "active" for n, (t, i) in enumerate(made))
@@ -129,21 +124,20 @@ def test_fifty_duplicate_creates_across_both_apis_give_one(
     nodes, _, _ = cluster
     [token] = make_tenants(nodes.env, 1)
 
-    def create(number: int) -> int:
-        with httpx.Client(base_url=nodes.apis[number % 2].base_url, timeout=60) as client:
-            response = client.post(
-                "/api/v1/integrations",
-                json=stripe_body("sk_test_good_dupe"),
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            if response.status_code == 422:
-                assert response.json()["errors"] == {
-                    "provider": ["An integration for this provider already exists."]
-                }
-            return response.status_code
+    def create(number: int) -> InvalidRequest | None:
+        """None when this one was created; the 422 when it was refused."""
+        with nodes.apis[number % 2].api(token, timeout=60) as relay:
+            try:
+                relay.create_integration(**stripe_body("sk_test_good_dupe"))
+            except InvalidRequest as refused:
+                return refused
+        return None
 
     with ThreadPoolExecutor(max_workers=50) as pool:
-        statuses = sorted(pool.map(create, range(50)))
-    assert statuses == [201] + [422] * 49
-    with nodes.apis[0].client(token) as client:
-        assert client.get("/api/v1/integrations").json()["meta"]["total"] == 1
+        outcomes = list(pool.map(create, range(50)))
+    assert outcomes.count(None) == 1
+    assert [refused.errors for refused in outcomes if refused is not None] == [
+        {"provider": ["An integration for this provider already exists."]}
+    ] * 49
+    with nodes.apis[0].api(token) as relay:
+        assert relay.list_integrations().meta.total == 1

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from relaykit import tenants as tenant_store
+from relaykit.client import Integration
 from relaykit.integrations import IntegrationService
 from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
@@ -69,14 +70,12 @@ class Running:
         self.token = token
 
     def create(self, secret: str) -> str:
-        with self.server.client(self.token) as client:
-            response = client.post("/api/v1/integrations", json=stripe_body(secret))
-            assert response.status_code == 201, response.text
-            return str(response.json()["data"]["id"])
+        with self.server.api(self.token) as relay:
+            return relay.create_integration(**stripe_body(secret)).id
 
-    def get(self, integration_id: str) -> dict[str, Any]:
-        with self.server.client(self.token) as client:
-            return client.get(f"/api/v1/integrations/{integration_id}").json()["data"]  # type: ignore[no-any-return]
+    def get(self, integration_id: str) -> Integration:
+        with self.server.api(self.token) as relay:
+            return relay.get_integration(integration_id)
 
 
 @pytest.fixture
@@ -94,51 +93,50 @@ def running(tmp_path: Path, stripe: tuple[StandIn, StripeBehaviour]) -> Iterator
 
 def test_good_credentials_become_active(running: Running) -> None:
     integration_id = running.create("sk_test_good_0001")
-    data = wait_for(lambda: (d := running.get(integration_id))["status"] == "active" and d)
-    assert data["verified_at"] is not None
-    assert data["metadata"]["verification"]["outcome"] == "accepted"
+    data = wait_for(lambda: (d := running.get(integration_id)).status == "active" and d)
+    assert data.verified_at is not None
+    assert data.metadata["verification"]["outcome"] == "accepted"
     assert "sk_test_good_0001" not in str(data)
 
 
 def test_rejected_credentials_become_error_with_the_message(running: Running) -> None:
     integration_id = running.create("sk_test_bad_0002")
-    data = wait_for(lambda: (d := running.get(integration_id))["status"] == "error" and d)
-    assert data["metadata"]["verification"]["error"] == "Invalid API Key provided: sk_test_****0002"
-    assert data["verified_at"] is None
+    data = wait_for(lambda: (d := running.get(integration_id)).status == "error" and d)
+    assert data.metadata["verification"]["error"] == "Invalid API Key provided: sk_test_****0002"
+    assert data.verified_at is None
 
 
 def test_two_503s_then_200_becomes_active(
     running: Running, stripe: tuple[StandIn, StripeBehaviour]
 ) -> None:
     integration_id = running.create("sk_test_flaky_0003")
-    data = wait_for(lambda: (d := running.get(integration_id))["status"] == "active" and d)
+    data = wait_for(lambda: (d := running.get(integration_id)).status == "active" and d)
     assert stripe[1].seen["sk_test_flaky_0003"] == 3
-    assert data["metadata"]["verification"]["attempts"] == 3
+    assert data.metadata["verification"]["attempts"] == 3
 
 
 def test_a_provider_that_never_answers_is_transient(running: Running) -> None:
     integration_id = running.create("sk_test_hang_0004")
 
-    def timed_out() -> dict[str, Any] | None:
+    def timed_out() -> Integration | None:
         data = running.get(integration_id)
-        verification = data["metadata"].get("verification") or {}
+        verification = data.metadata.get("verification") or {}
         return data if "did not answer in time" in verification.get("last_error", "") else None
 
     data = wait_for(timed_out)
-    assert data["status"] == "pending_verify"
-    assert data["metadata"]["verification"]["outcome"] == "transient"
+    assert data.status == "pending_verify"
+    assert data.metadata["verification"]["outcome"] == "transient"
 
 
 def test_patching_credentials_reverifies(running: Running) -> None:
     integration_id = running.create("sk_test_bad_0005")
-    wait_for(lambda: running.get(integration_id)["status"] == "error")
-    with running.server.client(running.token) as client:
-        patched = client.patch(
-            f"/api/v1/integrations/{integration_id}",
-            json={"credentials": {"secret_key": "sk_test_good_0005"}},
+    wait_for(lambda: running.get(integration_id).status == "error")
+    with running.server.api(running.token) as relay:
+        patched = relay.update_integration(
+            integration_id, credentials={"secret_key": "sk_test_good_0005"}
         )
-    assert patched.json()["data"]["status"] == "pending_verify"
-    wait_for(lambda: running.get(integration_id)["status"] == "active")
+    assert patched.status == "pending_verify"
+    wait_for(lambda: running.get(integration_id).status == "active")
 
 
 # -- worker processes ------------------------------------------------------------------------
