@@ -57,11 +57,13 @@ __all__ = [
 
 def sent_fields(body: msgspec.Struct) -> dict[str, Any]:
     """A request body's fields as the client sent them (by wire name), leaving out those
-    it did not send: what the services validate."""
+    it did not send: what the services validate. (From the class's field tables rather than
+    ``msgspec.structs.fields``, which reads the annotations on every call.)"""
+    cls = type(body)
     return {
-        field.encode_name: value
-        for field in msgspec.structs.fields(body)
-        if (value := getattr(body, field.name)) is not UNSET
+        wire_name: value
+        for name, wire_name in zip(cls.__struct_fields__, cls.__struct_encode_fields__, strict=True)
+        if (value := getattr(body, name)) is not UNSET
     }
 
 
