@@ -30,6 +30,7 @@ from relaykit_server.errors import MalformedBodyError
 T = TypeVar("T", bound=msgspec.Struct)
 
 NOT_AN_OBJECT = {"body": ["The request body must be a JSON object."]}
+TOO_DEEP = {"body": ["The request body is nested too deeply."]}
 
 
 class Sent(Generic[T]):
@@ -43,8 +44,6 @@ class Sent(Generic[T]):
         self.fields = fields
         self.typed = typed
 
-
-TOO_DEEP = {"body": ["The request body is nested too deeply."]}
 
 
 #: A handler's ``data``: ``data: Body[CreateIntegration]`` (the body marker Litestar wants).
