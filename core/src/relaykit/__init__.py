@@ -35,6 +35,16 @@ from relaykit.provider_http import ProviderContext, json_body, parse_retry_after
 from relaykit.providers import HEADER_SAFE_PATTERN, CredentialField, Credentials, Provider
 from relaykit.redaction import redact
 from relaykit.verification import VerificationOutcome, VerificationResult, classify_response
+from relaykit.webhooks import (
+    WebhookContext,
+    WebhookEvent,
+    WebhookRejected,
+    WebhookRequest,
+    WebhookScheme,
+    hmac_base64,
+    hmac_hex,
+    signatures_match,
+)
 
 __version__ = "0.1.0"
 
@@ -62,13 +72,21 @@ __all__ = [
     "VerificationOutcome",
     "VerificationResult",
     "VerifyPaymentInput",
+    "WebhookContext",
+    "WebhookEvent",
+    "WebhookRejected",
+    "WebhookRequest",
+    "WebhookScheme",
     "__version__",
     "capabilities",
     "classify_operation_response",
     "classify_response",
+    "hmac_base64",
+    "hmac_hex",
     "hookimpl",
     "json_body",
     "parse_retry_after",
     "path_segment",
     "redact",
+    "signatures_match",
 ]

@@ -89,17 +89,26 @@ class OperationContext(ProviderContext):
 
     ``idempotency_key`` is the same across every try of one operation (the client's
     ``Idempotency-Key``, or the operation id): a provider that supports keys gets it, so a
-    retried request is not done twice.
+    retried request is not done twice. ``webhook_url`` is this integration's webhook URL
+    (``RELAYKIT_PUBLIC_URL`` + ``/webhooks/<integration_id>``), for providers that take a
+    per-request status callback; ``None`` when ``RELAYKIT_PUBLIC_URL`` is not set.
     """
 
-    __slots__ = ("idempotency_key", "operation_id")
+    __slots__ = ("idempotency_key", "operation_id", "webhook_url")
 
     def __init__(
-        self, http: httpx.AsyncClient, api_base: str, *, operation_id: str, idempotency_key: str
+        self,
+        http: httpx.AsyncClient,
+        api_base: str,
+        *,
+        operation_id: str,
+        idempotency_key: str,
+        webhook_url: str | None = None,
     ) -> None:
         super().__init__(http, api_base)
         self.operation_id = operation_id
         self.idempotency_key = idempotency_key
+        self.webhook_url = webhook_url
 
 
 OperationHandler = Callable[[Any, Credentials, OperationContext], Awaitable[OperationResult]]

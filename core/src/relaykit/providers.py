@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from relaykit.webhooks import WebhookScheme
 from relaykit.wire import CredentialFieldInfo
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
             classifies them (see :func:`relaykit.verification.run_verifier`).
         operations: capability name -> ``async (payload, credentials, ctx) ->
             OperationResult`` (see :mod:`relaykit.operations`); one for every capability.
+        webhooks: how the provider's webhooks are checked and read
+            (:class:`relaykit.webhooks.WebhookScheme`); ``None`` when it sends none.
     """
 
     name: str
@@ -90,6 +93,7 @@ class Provider(msgspec.Struct, frozen=True, kw_only=True):
     api_base: str
     verify: Verifier
     operations: Mapping[str, OperationHandler] = msgspec.field(default_factory=dict)
+    webhooks: WebhookScheme | None = None
 
     def __post_init__(self) -> None:
         # Freeze the mapping so a record shared by the catalog cannot be changed in place.

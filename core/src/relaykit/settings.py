@@ -140,6 +140,23 @@ SETTINGS: tuple[Setting, ...] = (
         "process that is gone: the worker settles it as `outcome_unknown`.",
     ),
     Setting(
+        name="RELAYKIT_PUBLIC_URL",
+        kind=str,
+        default=None,
+        doc_default="unset",
+        help="The URL the providers reach this server at (`https://relay.example.com`, no "
+        "trailing path). Webhook URLs are built from it (`<url>/webhooks/<integration_id>`): "
+        "Twilio and Plivo sends carry them as the status callback, and schemes that sign the "
+        "URL are checked against it, so a proxy in front is handled. Unset: no callback URL "
+        "is sent, and a webhook's URL is the one the server saw.",
+    ),
+    Setting(
+        name="RELAYKIT_WEBHOOK_TOLERANCE",
+        kind=float,
+        default=300.0,
+        help="Seconds a timestamped webhook signature (Stripe's `t=`) may be old or ahead.",
+    ),
+    Setting(
         name="RELAYKIT_IDEMPOTENCY_KEY_TTL",
         kind=float,
         default=86400.0,
@@ -302,6 +319,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     operation_timeout: float = _DEFAULT["operation_timeout"]
     operation_deadline: float = _DEFAULT["operation_deadline"]
     idempotency_key_ttl: float = _DEFAULT["idempotency_key_ttl"]
+    public_url: str | None = _DEFAULT["public_url"]
+    webhook_tolerance: float = _DEFAULT["webhook_tolerance"]
     retention_days: float = _DEFAULT["retention_days"]
     key_provider: str = _DEFAULT["key_provider"]
     read_cache: bool = _DEFAULT["read_cache"]
