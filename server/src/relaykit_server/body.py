@@ -45,7 +45,6 @@ class Sent(Generic[T]):
         self.typed = typed
 
 
-
 #: A handler's ``data``: ``data: Body[CreateIntegration]`` (the body marker Litestar wants).
 Body = Annotated[Sent[T], BodyKwarg(media_type=RequestEncodingType.JSON)]
 
