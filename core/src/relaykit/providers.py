@@ -191,6 +191,33 @@ def provider_problems(provider: object, known_capabilities: Collection[str] = ()
         problems.append("api_base must be an http(s) URL")
     if not callable(provider.verify) or not _is_async(provider.verify):
         problems.append("verify must be an async callable")
+    problems.extend(_webhook_problems(provider))
+    return problems
+
+
+def _webhook_problems(provider: Provider) -> list[str]:
+    """What is wrong with ``provider.webhooks``: the receiver opens ``secret_fields`` from the
+    integration's credentials and calls ``receive`` on the event loop, so both must hold."""
+    scheme = provider.webhooks
+    if scheme is None:
+        return []
+    if not isinstance(scheme, WebhookScheme):
+        return [f"webhooks must be a relaykit.WebhookScheme, got {type(scheme).__name__}"]
+    problems: list[str] = []
+    if not callable(scheme.receive) or _is_async(scheme.receive):
+        # An async receive would hand the receiver a coroutine instead of events.
+        problems.append("webhooks.receive must be a plain (not async) callable")
+    fields = scheme.secret_fields
+    if not isinstance(fields, tuple) or not fields:
+        problems.append("webhooks.secret_fields must name the credential fields the check needs")
+        return problems
+    for name in fields:
+        if name not in provider.credential_schema:
+            problems.append(
+                f"webhooks.secret_fields names {name!r}, which is not a credential field"
+            )
+        elif not provider.credential_schema[name].sensitive:
+            problems.append(f"webhooks.secret_fields names {name!r}, which is not sensitive")
     return problems
 
 

@@ -1,13 +1,15 @@
 """``relaykit new-provider NAME``: a provider package whose tests pass as generated.
 
 The templates (``scaffold_template/``) are a working provider for an example API: the
-package layout, the entry point, a verifier, a ``send_sms`` handler, and tests that subclass
-:class:`relaykit.testing.ProviderContractTests`. The author replaces the example API with the
+package layout, the entry point, a verifier, a ``send_sms`` handler, a webhook scheme, and
+tests that subclass :class:`relaykit.testing.ProviderContractTests` and
+:class:`relaykit.testing.WebhookContractTests`. The author replaces the example API with the
 real one, test by test.
 """
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -34,6 +36,8 @@ def write_provider_package(name: str, directory: Path, *, display_name: str | No
         "module": module,
         "display_name": display_name or name.replace("_", " ").title(),
         "NAME_UPPER": name.upper(),
+        # For the example webhook header (X-<header_name>-Signature): letters, digits, "-".
+        "header_name": _header_token(display_name or name.replace("_", " ").title()) or "Provider",
     }
     root = files("relaykit") / "scaffold_template"
     for source, relative in _walk(root, Path()):
@@ -43,6 +47,11 @@ def write_provider_package(name: str, directory: Path, *, display_name: str | No
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_text(Template(source.read_text()).substitute(values))
     return target
+
+
+def _header_token(display_name: str) -> str:
+    """``Acme SMS`` -> ``Acme-SMS``: a header name part that every proxy passes (no ``_``)."""
+    return "-".join(re.findall(r"[A-Za-z0-9]+", display_name))
 
 
 def _walk(node: Traversable, relative: Path) -> list[tuple[Traversable, Path]]:

@@ -85,6 +85,36 @@ def test_send(capability: str, kind: str) -> None:
     }
 
 
+WEBHOOK_URL = "https://relay.example.com/webhooks/int_0123456789abcdef"
+
+
+@pytest.mark.parametrize(("capability", "kind"), [(SEND_SMS, "sms"), (SEND_WHATSAPP, "whatsapp")])
+def test_with_a_public_url_the_send_carries_the_callback_url(capability: str, kind: str) -> None:
+    # Plivo's Message create takes the callback as url, and the method it calls it with.
+    result, seen = run_recorded(
+        PROVIDER,
+        capability,
+        {"to": TO_NUMBER, "body": "Hello"},
+        CREDENTIALS,
+        queued,
+        webhook_url=WEBHOOK_URL,
+    )
+    assert result.outcome is OperationOutcome.SUCCEEDED, result
+    assert sent_json(seen[0]) == {
+        "src": FROM_NUMBER,
+        "dst": TO_NUMBER,
+        "text": "Hello",
+        "type": kind,
+        "url": WEBHOOK_URL,
+        "method": "POST",
+    }
+
+
+def test_without_a_public_url_no_callback_url_is_sent() -> None:
+    _, seen = send(SEND_SMS, queued)
+    assert not {"url", "method"} & set(sent_json(seen[0]))
+
+
 def test_the_first_uuid_is_the_message_id() -> None:
     result, _ = send(
         SEND_SMS,

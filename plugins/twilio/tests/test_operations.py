@@ -153,6 +153,34 @@ def test_send_whatsapp_uses_twilios_channel_addresses() -> None:
     )
 
 
+WEBHOOK_URL = "https://relay.example.com/webhooks/int_0123456789abcdef"
+
+
+@pytest.mark.parametrize("capability", [SEND_SMS, SEND_WHATSAPP])
+def test_with_a_public_url_the_send_carries_the_status_callback(capability: str) -> None:
+    result, seen = run_recorded(
+        PROVIDER,
+        capability,
+        {"to": TO_NUMBER, "body": "Hello"},
+        CREDENTIALS,
+        created,
+        webhook_url=WEBHOOK_URL,
+    )
+    assert result.outcome is OperationOutcome.SUCCEEDED, result
+    channel = "whatsapp:" if capability == SEND_WHATSAPP else ""
+    assert form(seen[0]) == {
+        "To": [channel + TO_NUMBER],
+        "From": [channel + FROM_NUMBER],
+        "Body": ["Hello"],
+        "StatusCallback": [WEBHOOK_URL],
+    }
+
+
+def test_without_a_public_url_no_status_callback_is_sent() -> None:
+    _, seen = send(SEND_SMS, created)
+    assert "StatusCallback" not in form(seen[0])
+
+
 def test_the_reported_status_is_twilios() -> None:
     result, _ = send(
         SEND_SMS,
@@ -245,7 +273,8 @@ def test_the_fixtures_match_twilios_openapi() -> None:
     # The request: form-encoded, and the three fields sent are CreateMessageRequest's.
     request_schema = create["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
     assert request_schema["title"] == "CreateMessageRequest"
-    assert {"To", "From", "Body"} <= set(request_schema["properties"])
+    assert {"To", "From", "Body", "StatusCallback"} <= set(request_schema["properties"])
+    assert request_schema["properties"]["StatusCallback"]["format"] == "uri"
     assert "whatsapp:" in request_schema["properties"]["To"]["description"]
     # The answer: 201 with the message resource; the fixture is Twilio's example.
     created_response = create["responses"]["201"]["content"]["application/json"]

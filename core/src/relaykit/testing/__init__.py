@@ -9,7 +9,9 @@
   success bodies, secrets);
 * :mod:`relaykit.testing.provider_contract`: :class:`ProviderContractTests`, both of those
   and everything else relaykit requires of a provider package, loaded through its entry
-  point. Subclass it in the package's tests (``relaykit new-provider`` writes one).
+  point. Subclass it in the package's tests (``relaykit new-provider`` writes one);
+* :mod:`relaykit.testing.webhook_contract`: :class:`WebhookContractTests`, the checks every
+  provider's webhook scheme must pass (signatures, tampering, staleness, dedupe keys).
 """
 
 from relaykit.testing.contract import VerifierContractTests
@@ -31,6 +33,7 @@ from relaykit.testing.operation_contract import (
     OperationTransportTests,
 )
 from relaykit.testing.provider_contract import ProviderContractTests
+from relaykit.testing.webhook_contract import WebhookContractTests
 
 __all__ = [
     "OperationContractTests",
@@ -41,6 +44,7 @@ __all__ = [
     "OperationTransportTests",
     "ProviderContractTests",
     "VerifierContractTests",
+    "WebhookContractTests",
     "basic_auth",
     "closed_port_url",
     "recording",

@@ -80,6 +80,7 @@ def run_handler(
     idempotency_key: str = "op_test_key",
     operation_id: str = "op_test",
     secrets: Mapping[str, object] | None = None,
+    webhook_url: str | None = None,
 ) -> OperationResult:
     """Run ``provider``'s handler for ``capability`` as the dispatcher does: ``payload`` (JSON)
     decoded by the capability's contract, credentials given, through ``run_operation``, with
@@ -87,6 +88,8 @@ def run_handler(
 
     ``secrets`` are the values ``run_operation`` redacts (default: the provider's sensitive
     fields, as the dispatcher passes them); pass ``{}`` to check a handler masks by itself.
+    ``webhook_url`` is ``ctx.webhook_url``, the integration's webhook URL when
+    ``RELAYKIT_PUBLIC_URL`` is set (default: not set).
     """
     contract = STANDARD_CONTRACTS[capability]
     request = decode_input(contract, dict(payload))
@@ -104,6 +107,7 @@ def run_handler(
                 str(client.base_url),
                 operation_id=operation_id,
                 idempotency_key=idempotency_key,
+                webhook_url=webhook_url,
             )
             return await run_operation(
                 provider.operations[capability],
@@ -123,11 +127,16 @@ def run_recorded(
     payload: Mapping[str, object],
     credentials: Credentials,
     respond: Handler,
+    *,
+    webhook_url: str | None = None,
 ) -> tuple[OperationResult, list[httpx.Request]]:
     """:func:`run_handler` against ``respond`` (a fake of the provider's API): the result,
     and every request the fake received."""
     handler, seen = recording(respond)
-    return run_handler(provider, capability, payload, credentials, handler=handler), seen
+    result = run_handler(
+        provider, capability, payload, credentials, handler=handler, webhook_url=webhook_url
+    )
+    return result, seen
 
 
 @contextlib.contextmanager

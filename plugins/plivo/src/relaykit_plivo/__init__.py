@@ -8,6 +8,7 @@ import relaykit
 from relaykit import E164_PATTERN, CredentialField, Provider, capabilities, hookimpl
 from relaykit_plivo.operations import send_sms, send_whatsapp
 from relaykit_plivo.verifier import verify
+from relaykit_plivo.webhooks import SCHEME as WEBHOOKS
 
 API_BASE = "https://api.plivo.com"
 
@@ -40,6 +41,7 @@ PROVIDER = Provider(
     api_base=API_BASE,
     verify=verify,
     operations={capabilities.SEND_SMS: send_sms, capabilities.SEND_WHATSAPP: send_whatsapp},
+    webhooks=WEBHOOKS,
 )
 
 

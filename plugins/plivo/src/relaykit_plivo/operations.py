@@ -6,6 +6,10 @@ call with ``"type": "whatsapp"`` and the same plain E.164 numbers. Plivo answers
 ``{"api_id": …, "message": "message(s) queued", "message_uuid": ["…"]}`` and errors as
 ``{"api_id": …, "error": "…"}`` (no error code).
 
+With ``RELAYKIT_PUBLIC_URL`` set, the body also carries ``url``, the integration's webhook
+URL (``ctx.webhook_url``), and ``method`` ``POST``: Plivo then posts each status change of
+the message there, and relaykit records it (:mod:`relaykit_plivo.webhooks`).
+
 Numbers are sent in E.164 as relaykit holds them (``+15550100000``): Plivo's examples often
 drop the ``+`` but Plivo takes E.164. Plivo's Message API takes no idempotency key, so none is
 sent: a retry after an ``unknown`` answer could send twice, which is why the core never
@@ -79,11 +83,12 @@ async def _send_message(
         return OperationResult.failed(
             OperationOutcome.AUTH_FAILED, "The Plivo auth_id is not a valid Auth ID"
         )
-    response = await ctx.http.post(
-        f"{account}Message/",
-        auth=(auth_id, auth_token),
-        json={"src": sender, "dst": payload.to, "text": payload.body, "type": message_type},
-    )
+    message = {"src": sender, "dst": payload.to, "text": payload.body, "type": message_type}
+    if ctx.webhook_url is not None:
+        # Plivo posts the message's status changes here, signed with the auth token.
+        message["url"] = ctx.webhook_url
+        message["method"] = "POST"
+    response = await ctx.http.post(f"{account}Message/", auth=(auth_id, auth_token), json=message)
     # Plivo's errors carry no code.
     classified = classify_operation_response(
         response, error_message=plivo_error_message, secrets=(auth_token,)

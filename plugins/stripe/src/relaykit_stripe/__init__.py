@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from relaykit import CredentialField, Provider, capabilities, hookimpl
 from relaykit_stripe.operations import initiate_payment, process_refund, verify_payment
 from relaykit_stripe.verifier import verify
+from relaykit_stripe.webhooks import SCHEME as WEBHOOKS
 
 API_BASE = "https://api.stripe.com"
 
@@ -45,6 +46,7 @@ PROVIDER = Provider(
         capabilities.PROCESS_REFUND: process_refund,
         capabilities.VERIFY_PAYMENT: verify_payment,
     },
+    webhooks=WEBHOOKS,
 )
 
 

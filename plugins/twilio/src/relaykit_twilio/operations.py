@@ -8,6 +8,10 @@ resource with Twilio's channel addresses: ``whatsapp:`` before both numbers. Twi
 become the result, and errors as ``{"code": 21211, "message": …, "more_info": …, "status":
 400}``.
 
+With ``RELAYKIT_PUBLIC_URL`` set, the request also carries ``StatusCallback``, the
+integration's webhook URL (``ctx.webhook_url``): Twilio then posts each status change of the
+message there, and relaykit records it (:mod:`relaykit_twilio.webhooks`).
+
 Twilio's Messages resource takes no idempotency key, so none is sent: a retry after an
 ``unknown`` answer could send the message twice, which is why the core never retries one.
 """
@@ -76,10 +80,12 @@ async def _create_message(
         return OperationResult.failed(
             OperationOutcome.AUTH_FAILED, "The Twilio account_sid is not a valid account SID"
         )
+    form = {"To": channel + payload.to, "From": channel + sender, "Body": payload.body}
+    if ctx.webhook_url is not None:
+        # Twilio posts the message's status changes here, signed with the auth token.
+        form["StatusCallback"] = ctx.webhook_url
     response = await ctx.http.post(
-        f"{account}/Messages.json",
-        auth=(account_sid, auth_token),
-        data={"To": channel + payload.to, "From": channel + sender, "Body": payload.body},
+        f"{account}/Messages.json", auth=(account_sid, auth_token), data=form
     )
     classified = classify_operation_response(
         response,
