@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from relaykit import tenants as store
 from relaykit.keys import LocalKeyring
+from relaykit.keys.loading import KeySet
 from relaykit.sealing import runs_in_process
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, json_value, open_database
@@ -209,3 +210,7 @@ def test_only_an_in_process_key_provider_runs_on_the_loop(tmp_path: Path) -> Non
         name = "kms"
 
     assert not runs_in_process(Remote())  # type: ignore[arg-type]
+    # What the server holds is a KeySet: it runs where its primary runs.
+    local = LocalKeyring.in_home(tmp_path)
+    assert runs_in_process(KeySet(local, {"kms": Remote()}))  # type: ignore[dict-item]
+    assert not runs_in_process(KeySet(Remote(), {"local": local}))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import msgspec
 
 from relaykit.errors import ConfigurationError
 from relaykit.keys.local import LocalKeyring
-from relaykit.sealing import KeyProvider
+from relaykit.sealing import KeyProvider, runs_in_process
 from relaykit.settings import Settings
 
 logger = logging.getLogger("relaykit.keys")
@@ -81,6 +81,12 @@ class KeySet:
     @property
     def primary_key_id(self) -> str:
         return self.primary.primary_key_id
+
+    @property
+    def in_process(self) -> bool:
+        """Wrap and unwrap go to the primary: the set runs on the event loop when it does
+        (:func:`relaykit.sealing.runs_in_process`), e.g. the local keyring."""
+        return runs_in_process(self.primary)
 
     def provider_named(self, name: str) -> KeyProvider | None:
         return self.primary if name == self.primary.name else self._others.get(name)
