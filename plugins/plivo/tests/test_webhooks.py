@@ -225,6 +225,19 @@ def test_v2_alone_is_accepted() -> None:
         receive(msgspec.structs.replace(request, headers=v2_headers("another_token")))
 
 
+def test_a_replayed_v2_signature_with_another_body_is_a_duplicate() -> None:
+    """V2 signs the URL and nonce, not the body: an event accepted on V2 alone is keyed by
+    its nonce, so a captured signature replayed with a forged body is the same delivery."""
+    first = WebhookRequest(
+        method="POST", url=URL, headers=v2_headers(), body=urlencode(callback("sent")).encode()
+    )
+    forged = msgspec.structs.replace(first, body=urlencode(callback("delivered")).encode())
+    [original], [replayed] = receive(first), receive(forged)
+    assert original.dedupe_key == replayed.dedupe_key == f"v2-nonce:{NONCE}"
+    [signed_body] = receive(v3_request(callback("sent")))
+    assert signed_body.dedupe_key == f"{MESSAGE_UUID}:sent"
+
+
 def test_a_bad_v3_is_not_rescued_by_a_good_v2() -> None:
     # V2 does not cover the body: when V3 came, V3 decides.
     request = v3_request(callback("delivered"))

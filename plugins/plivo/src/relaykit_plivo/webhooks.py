@@ -16,7 +16,10 @@ random nonce per request. Two schemes, as plivo-python implements them:
 * V2 (``X-Plivo-Signature-V2``, ``X-Plivo-Signature-V2-Nonce``; ``validate_signature`` in
   ``plivo/utils/__init__.py``): the URL without its query, followed by the nonce. It does
   not cover the body, so it is checked only when no V3 header came: V3, when present,
-  decides.
+  decides. Because a captured V2 signature would pass with any body, an event accepted on
+  V2 alone is deduplicated by its nonce (``v2-nonce:<nonce>``), not by its body: a replay
+  of the signature, whatever body it carries, is a duplicate of the first delivery and is
+  not applied.
 
 The signatures cover the URL: behind a proxy, relaykit must see the URL Plivo called, which
 ``RELAYKIT_PUBLIC_URL`` gives. Sends carry that URL as ``url`` (with ``method`` ``POST``;
@@ -110,16 +113,22 @@ def is_valid(request: WebhookRequest, auth_token: str) -> bool:
     Raises:
         WebhookRejected: no signature headers, or a POST body that is not UTF-8 form data.
     """
+    return _signed_by(request, auth_token) is not None
+
+
+def _signed_by(request: WebhookRequest, auth_token: str) -> str | None:
+    """``"v3"`` or ``"v2"``: the scheme whose signature matched; ``None`` when it did not."""
     v3_nonce = request.header(V3_NONCE_HEADER)
     v3 = [request.header(V3_HEADER), request.header(MAIN_ACCOUNT_V3_HEADER)]
     if v3_nonce and any(v3):
         params = _form(request.body) if request.method.upper() != "GET" else {}
         expected = v3_signature(auth_token, request.method, request.url, params, v3_nonce)
         candidates = [s.strip() for header in v3 if header for s in header.split(",")]
-        return signatures_match(expected, candidates)
+        return "v3" if signatures_match(expected, candidates) else None
     v2, v2_nonce = request.header(V2_HEADER), request.header(V2_NONCE_HEADER)
     if v2 and v2_nonce:
-        return signatures_match(v2_signature(auth_token, request.url, v2_nonce), [v2])
+        matched = signatures_match(v2_signature(auth_token, request.url, v2_nonce), [v2])
+        return "v2" if matched else None
     raise WebhookRejected("no X-Plivo-Signature-V3 or -V2 header with its nonce")
 
 
@@ -135,13 +144,19 @@ def receive(
     auth_token = credentials.get("auth_token")
     if not isinstance(auth_token, str) or not auth_token:
         raise WebhookRejected("the integration has no auth_token")
-    if not is_valid(request, auth_token):
+    scheme = _signed_by(request, auth_token)
+    if scheme is None:
         raise WebhookRejected("the X-Plivo-Signature does not match the URL and body")
-    return [read_message_callback(request.form())]
+    # V2 does not sign the body: the signed nonce, not the body, says which delivery this
+    # is, so a replayed signature with another body is a duplicate.
+    nonce = request.header(V2_NONCE_HEADER) if scheme == "v2" else None
+    return [read_message_callback(request.form(), v2_nonce=nonce)]
 
 
-def read_message_callback(fields: Mapping[str, str]) -> WebhookEvent:
-    """The event of a message callback's fields.
+def read_message_callback(
+    fields: Mapping[str, str], *, v2_nonce: str | None = None
+) -> WebhookEvent:
+    """The event of a message callback's fields (deduplicated by ``v2_nonce`` when given).
 
     Raises:
         WebhookRejected: no ``MessageUUID`` or ``Status``.
@@ -151,7 +166,7 @@ def read_message_callback(fields: Mapping[str, str]) -> WebhookEvent:
         raise WebhookRejected("the body is not a Plivo message callback")
     code = fields.get("ErrorCode")
     return WebhookEvent(
-        dedupe_key=f"{uuid}:{status}",
+        dedupe_key=f"v2-nonce:{v2_nonce}" if v2_nonce else f"{uuid}:{status}",
         type=f"message.{status}",
         object_id=uuid,
         status=MESSAGE_STATUSES.get(status),
