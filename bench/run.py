@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,12 +38,16 @@ from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, seal_credentials
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
-from relaykit.storage.models import integrations
-from server import BenchProviders
+from relaykit.storage.models import delivery_attempts, integrations, operations, webhook_events
+from server import BenchProviders, sign
 
 HERE = Path(__file__).resolve().parent
 CREATE_LUA = HERE / "create.lua"
+WEBHOOK_LUA = HERE / "webhook.lua"
 PROVIDERS = 25
+#: distinct signed webhooks made for the webhook figure, each about an attempt of its own
+#: (more than a run of --seconds can send: a repeat would be a duplicate, not applied)
+WEBHOOKS = 60_000
 
 
 def free_port() -> int:
@@ -148,7 +153,79 @@ def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, 
         )
     )
     database.dispose()
-    return {"token": token, "live": live, "tokens": tokens}
+    return {"token": token, "live": live, "tokens": tokens, "tenant_id": tenant_id}
+
+
+def seed_webhooks(home: Path, tenant_id: str, integration_id: str, count: int) -> Path:
+    """``count`` sent messages of ``integration_id`` (an operation and a succeeded attempt
+    each, provider object ids ``wh-<n>``) and a file of as many distinct signed ``delivered``
+    events, one about each, for bench/webhook.lua. The bench providers' webhook secret is
+    the integration's ``api_key`` (``key-1-secret`` for the first)."""
+    database = open_database(Settings.from_env({"RELAYKIT_HOME": str(home)}))
+    now = utcnow()
+    lines = []
+    ops: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    for number in range(count):
+        operation_id = new_id()
+        ops.append(
+            {
+                "id": operation_id,
+                "tenant_id": tenant_id,
+                "capability": "send_sms",
+                "status": "succeeded",
+                "integration_id": integration_id,
+                "request_hash": "bench",
+                "created_at": now,
+                "completed_at": now,
+            }
+        )
+        attempts.append(
+            {
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "operation_id": operation_id,
+                "integration_id": integration_id,
+                "provider": "bench01",
+                "capability": "send_sms",
+                "status": "succeeded",
+                "outcome": "succeeded",
+                "message": "OK",
+                "started_at": now,
+                "completed_at": now,
+                "provider_object_id": f"wh-{number}",
+            }
+        )
+        body = msgspec.json.encode(
+            {"id": f"ev-{number}", "object": f"wh-{number}", "status": "delivered"}
+        )
+        lines.append(f"/webhooks/{integration_id}\t{sign('key-1-secret', body)}\t{body.decode()}")
+
+    def insert(conn: sa.Connection) -> None:
+        for start in range(0, count, 5000):
+            conn.execute(operations.insert(), ops[start : start + 5000])
+            conn.execute(delivery_attempts.insert(), attempts[start : start + 5000])
+
+    database.transaction_blocking(insert)
+    database.dispose()
+    path = home / "webhooks.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def applied_webhooks(home: Path) -> int:
+    """How many stored webhook events moved an attempt."""
+    database = open_database(Settings.from_env({"RELAYKIT_HOME": str(home)}), migrate=False)
+    try:
+        return int(
+            database.read_blocking(
+                lambda conn: conn.execute(
+                    sa.select(sa.func.count()).where(webhook_events.c.applied.is_(True))
+                ).scalar_one()
+            )
+        )
+    finally:
+        database.dispose()
 
 
 def insert_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -217,7 +294,12 @@ def wrk(
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "non_2xx": int(bad.group(1)) if bad else 0}
+    sent = re.search(r"(\d+) requests in", out)
+    return {
+        "rps": rps,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "requests": int(sent.group(1)) if sent else 0,
+    }
 
 
 def read_ratios(server: Server, auth: dict[str, str], live_id: str, seconds: int) -> dict[str, Any]:
@@ -290,6 +372,7 @@ def main() -> int:
         home = root / "main"
         seeded = seed(home, create_tenants=3000)
         (home / "tokens.txt").write_text("\n".join(seeded["tokens"]))
+        webhooks_file = seed_webhooks(home, seeded["tenant_id"], seeded["live"][0], WEBHOOKS)
         stand_in = subprocess.Popen(
             [
                 sys.executable,
@@ -350,6 +433,25 @@ def main() -> int:
                         lambda: client.post("/api/v1/operations/send_sms", json=body),
                         1000,
                     )
+            # signed webhooks received and applied ÷ ceiling: each a distinct event that
+            # moves an attempt of its own (a repeat, should the run outlast the file, is
+            # stored once and not counted as applied).
+            received = wrk(
+                f"{server.base}/",
+                seconds=args.seconds,
+                script=WEBHOOK_LUA,
+                env={"BENCH_WEBHOOKS": str(webhooks_file)},
+            )
+            applied = applied_webhooks(home)
+            applied_rps = received["rps"] * min(1.0, applied / max(1, received["requests"]))
+            results["webhooks"] = {
+                "rps": received["rps"],
+                "requests": received["requests"],
+                "applied": applied,
+                "applied_rps": round(applied_rps, 1),
+                "ratio": round(applied_rps / ceiling, 3),
+                "non_2xx": received["non_2xx"],
+            }
             results["dispatch"] = {
                 "direct_p50_ms": round(pct(plain, 0.5), 3),
                 "direct_p99_ms": round(pct(plain, 0.99), 3),
@@ -412,6 +514,7 @@ def main() -> int:
         ("list, read cache off ÷ ceiling", results["uncached"]["list"]["ratio"], ""),
         ("get, read cache off ÷ ceiling", results["uncached"]["get"]["ratio"], ""),
         ("create ÷ ceiling", results["create"]["ratio"], "≥ 0.25"),
+        ("signed webhooks applied ÷ ceiling", results["webhooks"]["ratio"], "≥ 0.30"),
         ("send_sms overhead p50 (ms)", results["dispatch"]["overhead_p50_ms"], "≤ 2"),
         ("send_sms overhead p99 (ms)", results["dispatch"]["overhead_p99_ms"], ""),
         ("verified/s ÷ bound", results["verification"]["ratio"], "≥ 0.80"),

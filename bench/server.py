@@ -3,7 +3,10 @@
 * 25 bench providers (``bench01`` … ``bench25``, send_sms), so one tenant can hold 25
   integrations (one per provider, as the contract allows);
 * ``GET /bench/ceiling``: the same app and server answering a fixed payload (the bytes of
-  ``$BENCH_CEILING_FILE``, read once), the ceiling the API's figures are divided by.
+  ``$BENCH_CEILING_FILE``, read once), the ceiling the API's figures are divided by;
+* a webhook scheme on each bench provider: ``X-Bench-Signature`` is the hex HMAC-SHA256 of
+  the raw body with the integration's ``api_key`` (as Stripe's, without the timestamp, so
+  the runner can sign the bodies before the run), the body one JSON event.
 
     python bench/server.py PORT
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,15 @@ from relaykit.capabilities import MessageResult
 from relaykit.operations import OperationResult, classify_operation_response
 from relaykit.plugins import make_plugin_manager
 from relaykit.settings import Settings
+from relaykit.webhooks import (
+    WebhookContext,
+    WebhookEvent,
+    WebhookRejected,
+    WebhookRequest,
+    WebhookScheme,
+    hmac_hex,
+    signatures_match,
+)
 from relaykit_server import create_app
 
 PROVIDER_COUNT = 25
@@ -51,6 +64,37 @@ async def send_sms(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
     )
 
 
+SIGNATURE_HEADER = "x-bench-signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac_hex(secret, body)
+
+
+def receive(
+    request: WebhookRequest, credentials: Mapping[str, Any], ctx: WebhookContext
+) -> list[WebhookEvent]:
+    signature = request.header(SIGNATURE_HEADER)
+    if not signature or not signatures_match(
+        sign(credentials["api_key"], request.body), [signature]
+    ):
+        raise WebhookRejected("signature mismatch")
+    body = request.json()
+    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        raise WebhookRejected("not an event")
+    return [
+        WebhookEvent(
+            dedupe_key=body["id"],
+            type="message.status",
+            object_id=body.get("object"),
+            status=body.get("status"),
+        )
+    ]
+
+
+SCHEME = WebhookScheme(receive=receive, secret_fields=("api_key",))
+
+
 def bench_provider(number: int) -> Provider:
     return Provider(
         name=f"bench{number:02d}",
@@ -64,6 +108,7 @@ def bench_provider(number: int) -> Provider:
         api_base="http://127.0.0.1:9",
         verify=verify,
         operations={"send_sms": send_sms},
+        webhooks=SCHEME,
     )
 
 

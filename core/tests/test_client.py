@@ -45,6 +45,7 @@ IID = "01hwxyz123abc456def789ghi0"
 RULE_ID = "01hwrule23abc456def789ghi0"
 OP_ID = "01hwop0000abc456def789ghi0"
 ATTEMPT_ID = "01hwat0000abc456def789ghi0"
+EVENT_ID = "01hwev0000abc456def789ghi0"
 
 # -- the contract's examples ----------------------------------------------------------------
 
@@ -160,6 +161,21 @@ OPERATION = {
     "attempts": [ATTEMPT],
     "created_at": "2026-01-10T09:05:00Z",
     "completed_at": "2026-01-10T09:05:01Z",
+}
+
+WEBHOOK_EVENT = {
+    "id": EVENT_ID,
+    "integration_id": IID,
+    "provider": "stripe",
+    "dedupe_key": "evt_1NG8Du2eZvKYlo2CUI79vXWy",
+    "type": "payment_intent.succeeded",
+    "object_id": "pi_3MtwBwLkdIwHu7ix28a3tqPa",
+    "status": "succeeded",
+    "provider_code": None,
+    "occurred_at": "2026-01-10T09:05:02Z",
+    "received_at": "2026-01-10T09:05:03Z",
+    "applied": True,
+    "attempt_count": 1,
 }
 
 NO_ACTIVE_PROVIDER: dict[str, Any] = {
@@ -430,6 +446,53 @@ async def test_the_ledger_and_delivery_attempts(api: Api, fake: FakeApi) -> None
     assert dict(fake.last.url.params) == {"operation_id": OP_ID, "per_page": "1"}
 
 
+async def test_webhook_events_and_where_an_integration_receives(api: Api, fake: FakeApi) -> None:
+    fake.on("GET", f"/api/v1/webhook-events/{EVENT_ID}", 200, one(WEBHOOK_EVENT))
+    events = page_of([WEBHOOK_EVENT], "/api/v1/webhook-events", 1, 1)
+    fake.on("GET", "/api/v1/webhook-events", 200, events)
+    where = {
+        "url": f"https://relay.example.com/webhooks/{IID}",
+        "path": f"/webhooks/{IID}",
+        "receives_webhooks": True,
+        "secret_configured": False,
+    }
+    fake.on("GET", f"/api/v1/integrations/{IID}/webhook", 200, one(where))
+
+    event = await api.get_webhook_event(EVENT_ID)
+    assert (event.type, event.object_id, event.applied) == (
+        "payment_intent.succeeded",
+        WEBHOOK_EVENT["object_id"],
+        True,
+    )
+    listed = await api.list_webhook_events(applied=False, type="charge.refunded", page=2)
+    assert listed.data[0].dedupe_key == WEBHOOK_EVENT["dedupe_key"]
+    assert dict(fake.last.url.params) == {
+        "applied": "false",
+        "type": "charge.refunded",
+        "page": "2",
+    }
+    webhook = await api.get_integration_webhook(IID)
+    assert webhook.url == where["url"] and webhook.secret_configured is False
+    with pytest.raises(TypeError, match="'status'"):
+        await api.list_webhook_events(status="succeeded")
+
+
+async def test_an_attempt_shows_its_delivery_status_and_an_older_server_none(
+    api: Api, fake: FakeApi
+) -> None:
+    tracked = {
+        **ATTEMPT,
+        "provider_object_id": "SM0001",
+        "delivery_status": "delivered",
+        "delivery_updated_at": "2026-01-10T09:05:09Z",
+    }
+    fake.on("GET", f"/api/v1/delivery-attempts/{ATTEMPT_ID}", 200, one(tracked))
+    attempt = await api.get_delivery_attempt(ATTEMPT_ID)
+    assert (attempt.provider_object_id, attempt.delivery_status) == ("SM0001", "delivered")
+    fake.on("GET", f"/api/v1/delivery-attempts/{ATTEMPT_ID}", 200, one(ATTEMPT))
+    assert (await api.get_delivery_attempt(ATTEMPT_ID)).delivery_status is None
+
+
 # -- paging ---------------------------------------------------------------------------------
 
 COLLECTIONS = [
@@ -437,6 +500,7 @@ COLLECTIONS = [
     ("iter_routing_rules", "/api/v1/routing-rules", RULE, {"capability": "send_sms"}),
     ("iter_operations", "/api/v1/operations", OPERATION, {"capability": "send_sms"}),
     ("iter_delivery_attempts", "/api/v1/delivery-attempts", ATTEMPT, {"operation_id": OP_ID}),
+    ("iter_webhook_events", "/api/v1/webhook-events", WEBHOOK_EVENT, {"type": "charge.refunded"}),
 ]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,15 @@ from relaykit.services import Services
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
 from relaykit.testing.databases import throwaway_database_url
+from relaykit.webhooks import (
+    WebhookContext,
+    WebhookEvent,
+    WebhookRejected,
+    WebhookRequest,
+    WebhookScheme,
+    hmac_hex,
+    signatures_match,
+)
 from relaykit_server import create_app
 from relaykit_server.state import services_of
 
@@ -27,12 +37,17 @@ async def _accept(credentials: Any, ctx: Any) -> VerificationResult:
 
 #: Every send recorded, for asserting which integration got called (and how often).
 SENT: list[dict[str, Any]] = []
+#: Awaited by a send before it answers, with the message id it is about to return: a test
+#: uses it to deliver a webhook before the send's end is recorded, as a fast provider can.
+ON_SEND: list[Callable[[str], Awaitable[None]]] = []
 
 
 async def _send(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
     """Behaves as the auth token says: tok-503…, tok-401…, tok-400…, tok-lost…, else sends."""
     token = credentials["auth_token"]
-    SENT.append({"token": token, "to": payload.to, "key": ctx.idempotency_key})
+    SENT.append(
+        {"token": token, "to": payload.to, "key": ctx.idempotency_key, "webhook": ctx.webhook_url}
+    )
     if token.startswith("tok-503"):
         return OperationResult.failed(
             OperationOutcome.TRANSIENT, "Service Unavailable", status_code=503
@@ -52,6 +67,8 @@ async def _send(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
         return OperationResult.failed(
             OperationOutcome.UNKNOWN, "the provider did not answer in time"
         )
+    for hook in ON_SEND:
+        await hook(f"msg-{ctx.operation_id}")
     return OperationResult.succeeded(
         MessageResult(
             provider_message_id=f"msg-{ctx.operation_id}",
@@ -84,6 +101,61 @@ async def _refund(payload: Any, credentials: Any, ctx: Any) -> OperationResult:
     )
 
 
+# -- a webhook scheme as simple as a real one can be ------------------------------------------
+#
+# ``X-Test-Timestamp: t`` and ``X-Test-Signature: hex(HMAC-SHA256(secret, message))`` where
+# the message is ``t.url.body`` (messaging: the URL is signed, as Twilio and Plivo do) or
+# ``t.body`` (payments, as Stripe). The body is JSON: {"id", "type", "object", "status",
+# "code"}; {"boom": true} makes the scheme fail as a buggy plugin would.
+
+
+def signed_message(timestamp: int, url: str | None, body: bytes) -> bytes:
+    prefix = f"{timestamp}." + (f"{url}." if url is not None else "")
+    return prefix.encode() + body
+
+
+def webhook_headers(
+    secret: str, body: bytes, *, url: str | None = None, timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers a provider using the test scheme sends with ``body``."""
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        "X-Test-Timestamp": str(stamp),
+        "X-Test-Signature": hmac_hex(secret, signed_message(stamp, url, body)),
+    }
+
+
+def _test_scheme(secret_field: str, *, signs_url: bool) -> WebhookScheme:
+    def receive(
+        request: WebhookRequest, credentials: Mapping[str, Any], ctx: WebhookContext
+    ) -> list[WebhookEvent]:
+        stamp, signature = request.header("x-test-timestamp"), request.header("x-test-signature")
+        if not stamp or not signature or not stamp.isdigit():
+            raise WebhookRejected("missing or malformed signature headers")
+        if abs(ctx.now.timestamp() - int(stamp)) > ctx.tolerance:
+            raise WebhookRejected("timestamp outside the tolerance")
+        message = signed_message(int(stamp), request.url if signs_url else None, request.body)
+        if not signatures_match(hmac_hex(credentials[secret_field], message), [signature]):
+            raise WebhookRejected("signature mismatch")
+        body = request.json()
+        if isinstance(body, dict) and body.get("boom"):
+            raise RuntimeError(f"plugin bug holding {credentials[secret_field]}")
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise WebhookRejected("not an event")
+        return [
+            WebhookEvent(
+                dedupe_key=body["id"],
+                type=str(body.get("type", "message.status")),
+                object_id=body.get("object"),
+                status=body.get("status"),
+                provider_code=body.get("code"),
+            )
+        ]
+
+    return WebhookScheme(receive=receive, secret_fields=(secret_field,), signs_url=signs_url)
+
+
 # Providers shaped like the contract's examples; the real plugins are not installed in this env.
 PAYMENTS = Provider(
     name="paymo",
@@ -98,6 +170,7 @@ PAYMENTS = Provider(
     api_base="https://api.paymo.example",
     verify=_accept,
     operations={"initiate_payment": _pay, "process_refund": _refund, "verify_payment": _pay},
+    webhooks=_test_scheme("webhook_secret", signs_url=False),
 )
 MESSAGING = Provider(
     name="textly",
@@ -112,6 +185,7 @@ MESSAGING = Provider(
     api_base="https://api.textly.example",
     verify=_accept,
     operations={"send_sms": _send, "send_whatsapp": _send},
+    webhooks=_test_scheme("auth_token", signs_url=True),
 )
 
 

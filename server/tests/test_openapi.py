@@ -20,7 +20,7 @@ from relaykit.catalog import Catalog
 from relaykit.storage.models import integrations
 from relaykit_server.openapi import complete
 
-from .conftest import Api
+from .conftest import Api, webhook_headers
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +30,7 @@ LIST_FILTERS = {
     f"{API}/routing-rules": {"capability"},
     f"{API}/operations": {"capability", "status", "integration_id", "idempotency_key"},
     f"{API}/delivery-attempts": {"operation_id", "integration_id", "capability", "status"},
+    f"{API}/webhook-events": {"integration_id", "type", "applied"},
 }
 #: Operations that act on a resource but take no body.
 NO_BODY = re.compile(r"/(activate|disable)$")
@@ -290,3 +291,41 @@ async def test_live_responses_match_their_declared_schemas(api: Api) -> None:
     await call("DELETE", integration)
     assert (await call("GET", "/health", headers={})).status_code == 200
     assert len(conformance.checked) >= 25
+
+
+async def test_live_webhook_answers_match_their_declared_schemas(api: Api) -> None:
+    document = await _document(api)
+    receiver = document["paths"]["/webhooks/{integration_id}"]["post"]
+    assert receiver["security"] == []
+    assert {"200", "400", "413", "503"} <= set(receiver["responses"])
+    assert "application/json" in receiver["requestBody"]["content"]
+    conformance = Conformance(document)
+    _, headers = api.tenant_token("acme")
+    client = api.client
+
+    async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("headers", headers)
+        return conformance.check(method, await client.request(method, url, **kwargs))
+
+    textly = {
+        "provider": "textly",
+        "credentials": {"account_sid": "AC1", "auth_token": "tok-1", "from_number": "+15550100"},
+        "enabled_capabilities": ["send_sms"],
+    }
+    created = (await call("POST", f"{API}/integrations", json=textly)).json()["data"]
+    path = f"/webhooks/{created['id']}"
+    body = b'{"id": "ev-1", "status": "delivered", "object": "msg-1"}'
+    signed = webhook_headers("tok-1", body, url=f"http://testserver.local{path}")
+    assert (await call("POST", path, content=body, headers=signed)).status_code == 200
+    assert (await call("POST", path, content=body, headers={})).status_code == 400
+    big = b"x" * (3 * 1024 * 1024)
+    assert (await call("POST", path, content=big, headers={})).status_code == 413
+    events = await call("GET", f"{API}/webhook-events", params={"applied": "false"})
+    await call("GET", f"{API}/webhook-events/{events.json()['data'][0]['id']}")
+    assert (await call("GET", f"{API}/webhook-events/{'0' * 26}")).status_code == 404
+    bad = await call("GET", f"{API}/webhook-events", params={"applied": "yes"})
+    assert bad.status_code == 422
+    await call("GET", f"{API}/integrations/{created['id']}/webhook")
+    assert (await call("GET", f"{API}/integrations/{'0' * 26}/webhook")).status_code == 404
+    assert (await call("GET", f"{API}/webhook-events", headers={})).status_code == 401
+    assert len(conformance.checked) >= 11

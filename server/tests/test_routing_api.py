@@ -547,6 +547,9 @@ async def test_delivery_attempts_list_and_filters(api: Api) -> None:
         "duration_ms",
         "started_at",
         "completed_at",
+        "provider_object_id",
+        "delivery_status",
+        "delivery_updated_at",
     }
 
     async def ids(**params: Any) -> list[str]:

@@ -68,6 +68,7 @@ from relaykit.settings import Settings
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import integrations as integration_rows
 from relaykit.storage import operations as operation_rows
+from relaykit.storage import webhook_events as event_rows
 from relaykit.storage.database import Database, DatabaseError, IntegrityError
 
 logger = logging.getLogger("relaykit.dispatch")
@@ -80,7 +81,38 @@ __all__ = [
     "IdempotencyConflict",
     "LedgerUnavailable",
     "OperationExpired",
+    "open_sealed",
+    "provider_object_id",
 ]
+
+#: The result fields that name what the provider made, in the order they are looked for:
+#: an attempt's ``provider_object_id``, the key its webhooks name it by.
+OBJECT_ID_FIELDS = ("provider_message_id", "provider_payment_id", "provider_refund_id")
+
+
+def provider_object_id(result: Any) -> str | None:
+    """The provider's id of what an operation's result says it made (the first of
+    :data:`OBJECT_ID_FIELDS` present), or ``None``."""
+    for name in OBJECT_ID_FIELDS:
+        value = getattr(result, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+async def open_sealed(
+    key_provider: KeyProvider,
+    tenant_id: str,
+    integration_id: str,
+    provider: str,
+    sealed: bytes | None,
+) -> dict[str, Any]:
+    """An integration's sensitive credentials, opened in memory (``{}`` when none are
+    stored): what a provider call and a webhook check both need."""
+    if not sealed:
+        return {}
+    context = SealContext(tenant_id, integration_id, provider)
+    return await unseal(sealed, context, key_provider)
 
 
 class IdempotencyConflict(ConflictError):
@@ -160,6 +192,10 @@ class Dispatcher:
         self._clients = ProviderClients(
             settings.api_bases, timeout=settings.operation_timeout, transport=transport
         )
+        # Each integration's webhook URL is this plus its id (built once, not per call).
+        self._webhook_base = (
+            settings.public_url.rstrip("/") + "/webhooks/" if settings.public_url else None
+        )
 
     async def aclose(self) -> None:
         await self._clients.aclose()
@@ -229,9 +265,9 @@ class Dispatcher:
                 response = self._response(
                     run.capability, run.operation_id, run.started, final, served_by, finished
                 )
-                await self._ledger(self._finish, run, attempt["id"], ended, refusal, response)
+                await self._ledger(self._finish, run, attempt, ended, refusal, response)
                 return response
-            await self._ledger(self._finish_attempt, run, attempt["id"], ended, refusal)
+            await self._ledger(self._finish_attempt, run, attempt, ended, refusal)
 
         response = self._response(
             run.capability, run.operation_id, run.started, final, served_by, finished
@@ -285,6 +321,7 @@ class Dispatcher:
             "message": result.message or ("OK" if succeeded else ""),
             "duration_ms": duration_ms,
             "completed_at": utcnow(),
+            "provider_object_id": provider_object_id(result.result) if succeeded else None,
         }
         logger.info(
             "operation %s try %s on integration %s (%s): %s in %.1f ms",
@@ -331,6 +368,11 @@ class Dispatcher:
             str(client.base_url),
             operation_id=run.operation_id,
             idempotency_key=run.idempotency_key or run.operation_id,
+            webhook_url=(
+                self._webhook_base + candidate.integration_id
+                if self._webhook_base is not None
+                else None
+            ),
         )
         result: OperationResult | None = None
         with anyio.move_on_after(remaining):
@@ -350,10 +392,13 @@ class Dispatcher:
         return result
 
     async def _open(self, tenant_id: str, candidate: RouteCandidate) -> dict[str, Any]:
-        if not candidate.sealed_credentials:
-            return {}
-        context = SealContext(tenant_id, candidate.integration_id, candidate.provider)
-        return await unseal(candidate.sealed_credentials, context, self.key_provider)
+        return await open_sealed(
+            self.key_provider,
+            tenant_id,
+            candidate.integration_id,
+            candidate.provider,
+            candidate.sealed_credentials,
+        )
 
     def _refusal(self, run: _Run, candidate: RouteCandidate, result: OperationResult) -> Refusal:
         """The integration whose credentials a provider refused, which credentials, and the
@@ -471,11 +516,14 @@ class Dispatcher:
         self,
         conn: sa.Connection,
         run: _Run,
-        attempt_id: str,
+        attempt: dict[str, Any],
         ended: dict[str, Any],
         refusal: Refusal | None,
     ) -> None:
-        attempt_rows.finish(conn, attempt_id, ended)
+        attempt_rows.finish(conn, attempt["id"], ended)
+        object_id = ended.get("provider_object_id")
+        if object_id is not None:
+            self._apply_early_events(conn, attempt, object_id)
         if refusal is not None:
             integration_id, version, record = refusal
             # Only an integration still active with the credentials refused moves: one
@@ -494,18 +542,35 @@ class Dispatcher:
                     integration_id,
                 )
 
+    def _apply_early_events(
+        self, conn: sa.Connection, attempt: dict[str, Any], object_id: str
+    ) -> None:
+        """Apply the webhooks about what this try sent that arrived before its end was
+        recorded (a provider may call back before it has answered). Skipped for providers
+        that send no webhooks: one query fewer on their sends."""
+        provider = self.catalog.get(attempt["provider"])
+        if provider is None or provider.webhooks is None:
+            return
+        integration_id = attempt["integration_id"]
+        for event in event_rows.waiting_for(conn, integration_id, object_id):
+            moved = attempt_rows.move_delivery_status(
+                conn, integration_id, object_id, event.status, event.received_at
+            )
+            if moved:
+                event_rows.mark_applied(conn, event.id, moved)
+
     def _finish(
         self,
         conn: sa.Connection,
         run: _Run,
-        attempt_id: str | None,
+        attempt: dict[str, Any] | None,
         ended: dict[str, Any] | None,
         refusal: Refusal | None,
         response: DispatchResponse,
     ) -> None:
         """Finish the last attempt (if any) and the operation, in one transaction."""
-        if attempt_id is not None and ended is not None:
-            self._finish_attempt(conn, run, attempt_id, ended, refusal)
+        if attempt is not None and ended is not None:
+            self._finish_attempt(conn, run, attempt, ended, refusal)
         stored = msgspec.to_builtins(response)
         result = stored["data"].get("result")
         if isinstance(result, dict) and result.get("client_secret"):

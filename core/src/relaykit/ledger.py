@@ -48,6 +48,7 @@ from relaykit.pagination import (
 )
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import operations as operation_rows
+from relaykit.storage import webhook_events as webhook_event_rows
 from relaykit.storage.database import Database
 
 IN_PROGRESS = "in_progress"
@@ -92,7 +93,8 @@ def lease_until(now: dt.datetime, deadline_seconds: float) -> dt.datetime:
 
 
 def attempt_view(row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
-    """A delivery attempt as the API shows it."""
+    """A delivery attempt as the API shows it. What the provider's webhooks said became of
+    it is absent from an attempt just finished by dispatch (the row has it)."""
     return {
         "id": row["id"],
         "operation_id": row["operation_id"],
@@ -107,6 +109,9 @@ def attempt_view(row: Mapping[str, Any] | sa.RowMapping) -> dict[str, Any]:
         "duration_ms": row["duration_ms"],
         "started_at": isoformat_z(row["started_at"]),
         "completed_at": isoformat_z(row["completed_at"]),
+        "provider_object_id": row.get("provider_object_id"),
+        "delivery_status": row.get("delivery_status"),
+        "delivery_updated_at": isoformat_z(row.get("delivery_updated_at")),
     }
 
 
@@ -173,7 +178,8 @@ def settle_abandoned(
     conn: sa.Connection, *, now: dt.datetime, deadline_seconds: float, retention_days: float
 ) -> dict[str, int]:
     """The worker's sweep: attempts in flight past the deadline, operations whose process is
-    gone, expired idempotency keys, and operations past retention. Counts of each."""
+    gone, expired idempotency keys, and operations and webhook events past retention.
+    Counts of each."""
     cutoff = now - dt.timedelta(seconds=deadline_seconds + LEASE_MARGIN_SECONDS)
     swept = attempt_rows.settle_in_flight(
         conn, now=now, message=GONE_MESSAGE, started_before=cutoff
@@ -186,6 +192,9 @@ def settle_abandoned(
         "operations": len(abandoned),
         "keys": operation_rows.release_expired_keys(conn, now),
         "deleted": operation_rows.delete_created_before(
+            conn, now - dt.timedelta(days=retention_days)
+        ),
+        "webhook_events": webhook_event_rows.delete_received_before(
             conn, now - dt.timedelta(days=retention_days)
         ),
     }

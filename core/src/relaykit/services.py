@@ -3,8 +3,8 @@ other front end) talks to. Nothing outside :mod:`relaykit.storage` touches the d
 nothing outside the core touches storage.
 
 ``Services.open(settings, plugin_manager)`` loads the catalog, opens (and migrates) the
-database, loads the key providers, and makes the integration, routing, dispatch and
-delivery services and, with ``RELAYKIT_EMBEDDED_WORKER`` on, a verification worker;
+database, loads the key providers, and makes the integration, routing, dispatch, delivery
+and webhook services and, with ``RELAYKIT_EMBEDDED_WORKER`` on, a verification worker;
 :meth:`Services.aclose` releases them.
 """
 
@@ -29,6 +29,7 @@ from relaykit.routing import RoutingService
 from relaykit.sealing import KeyProvider
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
+from relaykit.webhook_intake import WebhookIntake
 from relaykit.worker import VerificationWorker
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class Services:
         )
         self.deliveries = DeliveryAttemptService(database, catalog)
         self.operations = OperationService(database, catalog)
+        self.webhooks = WebhookIntake(settings, database, catalog, key_provider)
 
     @classmethod
     def open(cls, settings: Settings, plugin_manager: RelaykitPluginManager) -> Services:

@@ -144,8 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
         kind=str,
         default=None,
         doc_default="unset",
-        help="The URL the providers reach this server at (`https://relay.example.com`, no "
-        "trailing path). Webhook URLs are built from it (`<url>/webhooks/<integration_id>`): "
+        help="The URL the providers reach this server at (`https://relay.example.com`; with "
+        "the path prefix a proxy strips, if any: `https://example.com/relay`). Webhook URLs are "
+        "built from it (`<url>/webhooks/<integration_id>`): "
         "Twilio and Plivo sends carry them as the status callback, and schemes that sign the "
         "URL are checked against it, so a proxy in front is handled. Unset: no callback URL "
         "is sent, and a webhook's URL is the one the server saw.",

@@ -32,6 +32,8 @@ __all__ = [
     "Integration",
     "IntegrationEnvelope",
     "IntegrationPage",
+    "IntegrationWebhook",
+    "IntegrationWebhookEnvelope",
     "LedgerUnavailableBody",
     "NoMeta",
     "Operation",
@@ -51,6 +53,11 @@ __all__ = [
     "UpdateIntegration",
     "UpdateRoutingRule",
     "ValidationErrorBody",
+    "WebhookEvent",
+    "WebhookEventEnvelope",
+    "WebhookEventPage",
+    "WebhookReceipt",
+    "WebhookReceived",
     "sent_fields",
 ]
 
@@ -117,7 +124,12 @@ class RoutingRule(msgspec.Struct, frozen=True):
 
 
 class DeliveryAttempt(msgspec.Struct, frozen=True):
-    """One provider call of an operation. ``status`` is ``in_flight`` until it ends."""
+    """One provider call of an operation. ``status`` is ``in_flight`` until it ends.
+
+    ``provider_object_id`` is the provider's id of what a successful try made (a message, a
+    payment, a refund); ``delivery_status`` what the provider's webhooks said became of it
+    since (``delivered``, ``succeeded`` …; null until one says), which only moves forward.
+    """
 
     id: str
     operation_id: str | None
@@ -132,6 +144,53 @@ class DeliveryAttempt(msgspec.Struct, frozen=True):
     duration_ms: float | None
     started_at: str | None
     completed_at: str | None
+    provider_object_id: str | None = None
+    delivery_status: str | None = None
+    delivery_updated_at: str | None = None
+
+
+class WebhookEvent(msgspec.Struct, frozen=True):
+    """One event a provider's webhook carried, stored once per integration and dedupe key.
+
+    ``applied`` says whether it moved a delivery attempt's ``delivery_status``
+    (``attempt_count`` how many): an event about something relaykit never sent, or one
+    that would move an attempt backwards (a late ``sent`` after ``delivered``), is stored
+    and not applied.
+    """
+
+    id: str
+    integration_id: str
+    provider: str
+    dedupe_key: str
+    type: str
+    object_id: str | None
+    status: str | None
+    provider_code: str | None
+    occurred_at: str | None
+    received_at: str
+    applied: bool
+    attempt_count: int
+
+
+class WebhookReceipt(msgspec.Struct, frozen=True):
+    """What a webhook delivery did: the events it held, how many of them moved an attempt,
+    and how many were repeats of events already stored."""
+
+    events: int
+    applied: int
+    duplicates: int
+
+
+class IntegrationWebhook(msgspec.Struct, frozen=True):
+    """Where an integration's provider sends its webhooks. ``url`` is null while
+    ``RELAYKIT_PUBLIC_URL`` is unset (``path`` is then what to append to the public base);
+    ``secret_configured`` says whether the credentials the check needs are stored (Stripe's
+    optional ``webhook_secret``)."""
+
+    url: str | None
+    path: str
+    receives_webhooks: bool
+    secret_configured: bool
 
 
 class OperationError(msgspec.Struct, frozen=True):
@@ -234,6 +293,29 @@ class DeliveryAttemptPage(_Success, frozen=True, kw_only=True):
     data: list[DeliveryAttempt]
     meta: PageMeta
     links: PageLinks
+
+
+class WebhookEventEnvelope(_Success, frozen=True, kw_only=True):
+    data: WebhookEvent
+    meta: NoMeta = NoMeta()
+
+
+class WebhookEventPage(_Success, frozen=True, kw_only=True):
+    data: list[WebhookEvent]
+    meta: PageMeta
+    links: PageLinks
+
+
+class WebhookReceived(_Success, frozen=True, kw_only=True):
+    """``POST /webhooks/{integration_id}``'s answer (a provider retries anything but 2xx)."""
+
+    data: WebhookReceipt
+    meta: NoMeta = NoMeta()
+
+
+class IntegrationWebhookEnvelope(_Success, frozen=True, kw_only=True):
+    data: IntegrationWebhook
+    meta: NoMeta = NoMeta()
 
 
 class Deleted(msgspec.Struct, frozen=True, kw_only=True):

@@ -185,7 +185,7 @@ class VerificationWorker:
 
     async def sweep_ledger(self) -> dict[str, int]:
         """Settle what dead processes left in the operations ledger, release expired
-        idempotency keys, delete operations past retention (relaykit.ledger)."""
+        idempotency keys, delete operations and webhook events past retention (relaykit.ledger)."""
         try:
             counts = await self.database.transaction(
                 settle_abandoned,
@@ -200,7 +200,7 @@ class VerificationWorker:
             logger.info(
                 "ledger sweep: %(attempts)d attempts and %(operations)d operations settled as "
                 "their processes are gone, %(keys)d idempotency keys released, %(deleted)d "
-                "operations past retention deleted",
+                "operations and %(webhook_events)d webhook events past retention deleted",
                 counts,
             )
         return counts

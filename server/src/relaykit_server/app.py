@@ -29,6 +29,11 @@ from relaykit_server.controllers.routing import (
     OperationsController,
     RoutingRulesController,
 )
+from relaykit_server.controllers.webhooks import (
+    IntegrationWebhookController,
+    WebhookEventsController,
+    receive_webhook,
+)
 from relaykit_server.errors import EXCEPTION_HANDLERS
 from relaykit_server.openapi import CompletedJson, complete_app_document
 
@@ -91,12 +96,14 @@ def create_app(
             RoutingRulesController,
             OperationsController,
             DeliveryAttemptsController,
+            WebhookEventsController,
+            IntegrationWebhookController,
         ],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[api, health],
+        route_handlers=[api, health, receive_webhook],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -22,6 +22,7 @@ from relaykit.errors import (
     RelaykitError,
     ValidationError,
 )
+from relaykit.webhook_intake import WebhookRejectedError, WebhookUnavailable
 from relaykit_server.envelope import VALIDATION_MESSAGE, failure, ledger_unavailable
 
 logger = logging.getLogger("relaykit.server")
@@ -77,6 +78,10 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
         return failure(409, str(exc), code=exc.code)
     if isinstance(exc, LedgerUnavailable):
         return ledger_unavailable(str(exc), exc.code, exc.operation_id)
+    if isinstance(exc, WebhookRejectedError):
+        return failure(400, str(exc), code=exc.code)
+    if isinstance(exc, WebhookUnavailable):
+        return failure(503, str(exc), code=exc.code)
     if isinstance(exc, AuthenticationError):
         return failure(
             401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}

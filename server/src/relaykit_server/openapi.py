@@ -18,7 +18,9 @@ next start):
 * **Links** from each create to the operations its id leads to, and from each operation
   run to its ledger entry and attempts.
 * **Security.** Every ``/api/v1`` operation needs the bearer token (the router declares it);
-  the operations outside it (``/health``) are marked ``security: []``.
+  the operations outside it (``/health``, the webhook receiver) are marked ``security: []``.
+* **The webhook receiver** takes the provider's body as it is (the handler reads it raw, so
+  Litestar declares none): its request body is described here.
 """
 
 from __future__ import annotations
@@ -318,6 +320,27 @@ def _add_links(document: dict[str, Any]) -> None:
             }
 
 
+WEBHOOK_PATH = "/webhooks/{integration_id}"
+
+
+def _add_webhook_body(document: dict[str, Any]) -> None:
+    operation = document["paths"].get(WEBHOOK_PATH, {}).get("post")
+    if operation is None:
+        return
+    operation["requestBody"] = {
+        "required": True,
+        "description": "The provider's webhook, exactly as it sends it (form-encoded for "
+        "Twilio and Plivo, JSON for Stripe); its signature headers are checked against the "
+        "raw bytes.",
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+            },
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+
+
 def _mark_public(document: dict[str, Any]) -> None:
     for path, item in document["paths"].items():
         if not path.startswith(API_PREFIX + "/"):
@@ -333,6 +356,7 @@ def complete(document: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     _add_operations(completed, catalog)
     _drop_litestar_400(completed)
     _add_links(completed)
+    _add_webhook_body(completed)
     _mark_public(completed)
     return completed
 

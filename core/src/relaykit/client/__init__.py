@@ -28,6 +28,8 @@ from relaykit.client._calls import (
     RoutingRuleFilters,
     RoutingRuleOptions,
     RoutingRuleQuery,
+    WebhookEventFilters,
+    WebhookEventQuery,
 )
 from relaykit.client._sync import Client
 from relaykit.client.errors import (
@@ -48,11 +50,14 @@ from relaykit.wire import (
     DeliveryAttemptPage,
     Integration,
     IntegrationPage,
+    IntegrationWebhook,
     Operation,
     OperationPage,
     ProviderSummary,
     RoutingRule,
     RoutingRulePage,
+    WebhookEvent,
+    WebhookEventPage,
 )
 
 __all__ = [
@@ -70,6 +75,7 @@ __all__ = [
     "IntegrationFilters",
     "IntegrationPage",
     "IntegrationQuery",
+    "IntegrationWebhook",
     "InvalidRequest",
     "LedgerUnavailable",
     "NotFound",
@@ -89,4 +95,8 @@ __all__ = [
     "ServerError",
     "Unauthenticated",
     "UnexpectedResponse",
+    "WebhookEvent",
+    "WebhookEventFilters",
+    "WebhookEventPage",
+    "WebhookEventQuery",
 ]

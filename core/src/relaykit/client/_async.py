@@ -172,3 +172,21 @@ class AsyncClient(ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
 
     async def get_delivery_attempt(self, attempt_id: str) -> wire.DeliveryAttempt:
         return (await self._send(_calls.get_delivery_attempt(attempt_id))).data
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    async def list_webhook_events(
+        self, **query: Unpack[_calls.WebhookEventQuery]
+    ) -> wire.WebhookEventPage:
+        return await self._send(_calls.WEBHOOK_EVENT_LIST.page(query))
+
+    def iter_webhook_events(
+        self, **filters: Unpack[_calls.WebhookEventFilters]
+    ) -> AsyncIterator[wire.WebhookEvent]:
+        return self._iterate(_calls.WEBHOOK_EVENT_LIST.first(filters))
+
+    async def get_webhook_event(self, event_id: str) -> wire.WebhookEvent:
+        return (await self._send(_calls.get_webhook_event(event_id))).data
+
+    async def get_integration_webhook(self, integration_id: str) -> wire.IntegrationWebhook:
+        return (await self._send(_calls.get_integration_webhook(integration_id))).data

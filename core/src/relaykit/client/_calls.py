@@ -29,6 +29,7 @@ from relaykit.wire import (
     DeliveryAttemptPage,
     IntegrationEnvelope,
     IntegrationPage,
+    IntegrationWebhookEnvelope,
     OperationEnvelope,
     OperationPage,
     PageLinks,
@@ -38,6 +39,8 @@ from relaykit.wire import (
     UnsetType,
     UpdateIntegration,
     UpdateRoutingRule,
+    WebhookEventEnvelope,
+    WebhookEventPage,
 )
 
 API = "/api/v1"
@@ -45,6 +48,7 @@ INTEGRATIONS = f"{API}/integrations"
 ROUTING_RULES = f"{API}/routing-rules"
 OPERATIONS = f"{API}/operations"
 DELIVERY_ATTEMPTS = f"{API}/delivery-attempts"
+WEBHOOK_EVENTS = f"{API}/webhook-events"
 
 E = TypeVar("E")
 E_co = TypeVar("E_co", covariant=True)
@@ -108,6 +112,17 @@ class DeliveryAttemptFilters(TypedDict, total=False):
 
 
 class DeliveryAttemptQuery(DeliveryAttemptFilters, total=False):
+    page: int | None
+
+
+class WebhookEventFilters(TypedDict, total=False):
+    integration_id: str | None
+    type: str | None  # the provider's event type: payment_intent.succeeded, …
+    applied: bool | None  # whether it moved a delivery attempt's status
+    per_page: int | None
+
+
+class WebhookEventQuery(WebhookEventFilters, total=False):
     page: int | None
 
 
@@ -272,6 +287,9 @@ OPERATION_LIST = Listing(OPERATIONS, OperationPage, OperationQuery, OperationFil
 DELIVERY_ATTEMPT_LIST = Listing(
     DELIVERY_ATTEMPTS, DeliveryAttemptPage, DeliveryAttemptQuery, DeliveryAttemptFilters
 )
+WEBHOOK_EVENT_LIST = Listing(
+    WEBHOOK_EVENTS, WebhookEventPage, WebhookEventQuery, WebhookEventFilters
+)
 
 
 def list_providers() -> Call[ProviderList]:
@@ -351,3 +369,12 @@ def get_operation(operation_id: str) -> Call[OperationEnvelope]:
 def get_delivery_attempt(attempt_id: str) -> Call[DeliveryAttemptEnvelope]:
     path = f"{DELIVERY_ATTEMPTS}/{_segment(attempt_id)}"
     return Call("GET", path, DeliveryAttemptEnvelope)
+
+
+def get_webhook_event(event_id: str) -> Call[WebhookEventEnvelope]:
+    return Call("GET", f"{WEBHOOK_EVENTS}/{_segment(event_id)}", WebhookEventEnvelope)
+
+
+def get_integration_webhook(integration_id: str) -> Call[IntegrationWebhookEnvelope]:
+    path = f"{INTEGRATIONS}/{_segment(integration_id)}/webhook"
+    return Call("GET", path, IntegrationWebhookEnvelope)

@@ -200,3 +200,24 @@ class Client(ClientBase[httpx.Client, httpx.BaseTransport]):
 
     def get_delivery_attempt(self, attempt_id: str) -> wire.DeliveryAttempt:
         return self._send(_calls.get_delivery_attempt(attempt_id)).data
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    def list_webhook_events(
+        self, **query: Unpack[_calls.WebhookEventQuery]
+    ) -> wire.WebhookEventPage:
+        """One page of the events providers' webhooks carried, newest first
+        (``integration_id``, ``type``, ``applied``, ``page``, ``per_page``)."""
+        return self._send(_calls.WEBHOOK_EVENT_LIST.page(query))
+
+    def iter_webhook_events(
+        self, **filters: Unpack[_calls.WebhookEventFilters]
+    ) -> Iterator[wire.WebhookEvent]:
+        return self._iterate(_calls.WEBHOOK_EVENT_LIST.first(filters))
+
+    def get_webhook_event(self, event_id: str) -> wire.WebhookEvent:
+        return self._send(_calls.get_webhook_event(event_id)).data
+
+    def get_integration_webhook(self, integration_id: str) -> wire.IntegrationWebhook:
+        """Where the integration receives webhooks: the URL to give its provider."""
+        return self._send(_calls.get_integration_webhook(integration_id)).data

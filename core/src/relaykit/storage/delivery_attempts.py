@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from relaykit.pagination import Page
 from relaykit.storage.models import delivery_attempts
 from relaykit.storage.pages import select_page
+from relaykit.webhooks import STATUS_RANK
 
 T = TypeVar("T")
 
@@ -33,6 +34,40 @@ _FINISH = d.update().where(d.c.id == sa.bindparam("b_id"))
 def finish(conn: sa.Connection, attempt_id: str, values: Mapping[str, Any]) -> None:
     """Record how an attempt ended (the SET columns are the keys of ``values``)."""
     conn.execute(_FINISH, {**values, "b_id": attempt_id})
+
+
+def _move_statement(status: str) -> sa.Update:
+    """Move the succeeded attempts of an integration that sent an object to ``status``,
+    only forward: the statuses of the same rank or higher are excluded in the WHERE, so
+    concurrent webhooks cannot move an attempt back whatever order they commit in."""
+    at_or_above = sorted(name for name, rank in STATUS_RANK.items() if rank >= STATUS_RANK[status])
+    return (
+        d.update()
+        .where(
+            d.c.integration_id == sa.bindparam("b_integration"),
+            d.c.provider_object_id == sa.bindparam("b_object"),
+            d.c.status == "succeeded",
+            sa.or_(d.c.delivery_status.is_(None), d.c.delivery_status.not_in(at_or_above)),
+        )
+        .values(delivery_status=status, delivery_updated_at=sa.bindparam("b_now"))
+    )
+
+
+# One statement per status, built once.
+_MOVE = {status: _move_statement(status) for status in STATUS_RANK}
+
+
+def move_delivery_status(
+    conn: sa.Connection, integration_id: str, object_id: str, status: str, now: dt.datetime
+) -> int:
+    """Move the integration's succeeded attempts that sent ``object_id`` to ``status`` where
+    that is forward (:func:`relaykit.webhooks.moves_forward`): how many moved. A status
+    outside :data:`~relaykit.webhooks.STATUS_RANK` moves nothing."""
+    statement = _MOVE.get(status)
+    if statement is None:
+        return 0
+    params = {"b_integration": integration_id, "b_object": object_id, "b_now": now}
+    return int(conn.execute(statement, params).rowcount)
 
 
 def of_operation(conn: sa.Connection, operation_id: str) -> list[sa.RowMapping]:

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.pagination import is_id
-from relaykit.storage.database import Database
+from relaykit.storage.database import Database, json_value
 from relaykit.storage.models import integrations
 
 t = integrations
@@ -88,6 +88,30 @@ async def view_page(
         ]
     )
     return int(counted[0][0]), found
+
+
+_WEBHOOK_TARGET_SQL = (
+    "SELECT tenant_id, provider, public_credentials, sealed_credentials FROM integrations"
+    " WHERE id = ? AND deleted_at IS NULL"
+)
+
+
+async def webhook_target(
+    db: Database, integration_id: str, tenant_id: str | None = None
+) -> tuple[str, str, dict[str, Any], bytes | None] | None:
+    """A live integration's tenant, provider, public credentials and sealed blob, for
+    checking its webhooks (of ``tenant_id``'s only, when given), or ``None``. Plain SQL: the
+    receiver's one read."""
+    if not is_id(integration_id):
+        return None
+    sql, params = _WEBHOOK_TARGET_SQL, [integration_id]
+    if tenant_id is not None:
+        sql, params = sql + " AND tenant_id = ?", [integration_id, tenant_id]
+    found = await db.fetch(sql, params)
+    if not found:
+        return None
+    owner, provider, public, sealed = found[0]
+    return owner, provider, json_value(public) or {}, bytes(sealed) if sealed else None
 
 
 def configured_providers(conn: sa.Connection, tenant_id: str) -> set[str]:

@@ -241,6 +241,8 @@ class DeliveryAttempt(SQLModel, table=True):
             sqlite_where=sa.text("status = 'in_flight'"),
             postgresql_where=sa.text("status = 'in_flight'"),
         ),
+        # A webhook finds the attempt it is about by the provider's id of the object sent.
+        sa.Index("ix_delivery_attempts_provider_object", "integration_id", "provider_object_id"),
     )
 
     id: str = Field(primary_key=True, max_length=26)
@@ -258,6 +260,44 @@ class DeliveryAttempt(SQLModel, table=True):
     duration_ms: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
     started_at: dt.datetime = _ts()
     completed_at: dt.datetime | None = _ts(nullable=True)
+    #: the provider's id of what it accepted (a message, a payment, a refund): set when the
+    #: try succeeded, the key its webhooks name it by
+    provider_object_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(255)))
+    #: what the provider's webhooks said became of it (``delivered``, ``succeeded`` …); it
+    #: only moves forward (relaykit.webhooks.STATUS_RANK)
+    delivery_status: str | None = Field(default=None, sa_column=sa.Column(sa.String(32)))
+    delivery_updated_at: dt.datetime | None = _ts(nullable=True)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """One event a provider's webhook carried, stored once per integration and dedupe key
+    (a provider delivers at least once), with what applying it did."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        # A repeat of an event is refused by the database, however many arrive at once.
+        sa.UniqueConstraint("integration_id", "dedupe_key", name="uq_webhook_events_dedupe"),
+        # The list: a tenant's events, newest first.
+        sa.Index("ix_webhook_events_tenant_id_id", "tenant_id", "id"),
+        # A send that ends after its webhook arrived picks up the events about it.
+        sa.Index("ix_webhook_events_object", "integration_id", "object_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    tenant_id: str = _fk("tenants.id")
+    integration_id: str = _fk("integrations.id")
+    provider: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    dedupe_key: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    type: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    object_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(255)))
+    status: str | None = Field(default=None, sa_column=sa.Column(sa.String(32)))
+    provider_code: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    occurred_at: dt.datetime | None = _ts(nullable=True)
+    received_at: dt.datetime = _ts()
+    #: whether it moved any attempt's delivery status (now or when its send ended)
+    applied: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    #: how many attempts it moved
+    attempt_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
 
 tenants = Tenant.__table__  # type: ignore[attr-defined]
@@ -266,4 +306,5 @@ integrations = Integration.__table__  # type: ignore[attr-defined]
 routing_rules = RoutingRule.__table__  # type: ignore[attr-defined]
 operations = Operation.__table__  # type: ignore[attr-defined]
 delivery_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
+webhook_events = WebhookEvent.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata
