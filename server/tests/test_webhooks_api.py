@@ -73,7 +73,7 @@ async def sent_sms(api: Api, headers: dict[str, str], token: str = CANARY) -> tu
     operation = (await api.client.post(SMS, json=MESSAGE, headers=headers)).json()["data"]
     [attempt] = operation["attempts"]
     assert attempt["provider_object_id"] == f"msg-{operation['id']}"
-    assert attempt["delivery_status"] is None
+    assert attempt["delivery_status"] == "accepted"
     return integration_id, attempt["provider_object_id"]
 
 
@@ -134,11 +134,11 @@ async def test_status_moves_only_forward_and_a_repeat_changes_nothing(api: Api) 
     assert repeat.status_code == 200
     assert repeat.json()["data"] == {"events": 1, "applied": 0, "duplicates": 1}
     assert (await attempt_of(api, headers, message_id))["delivery_status"] == "delivered"
-    read = await deliver(api, integration_id, event("ev-read", "read", message_id))
-    assert read.json()["data"]["applied"] == 1
-    assert (await attempt_of(api, headers, message_id))["delivery_status"] == "read"
+    failed = await deliver(api, integration_id, event("ev-failed", "failed", message_id))
+    assert failed.json()["data"]["applied"] == 0  # a failure after delivery changes nothing
+    assert (await attempt_of(api, headers, message_id))["delivery_status"] == "delivered"
     stored = {e["dedupe_key"]: e["applied"] for e in await events_of(api, headers)}
-    assert stored == {"ev-delivered": True, "ev-sent": False, "ev-read": True}
+    assert stored == {"ev-delivered": True, "ev-sent": False, "ev-failed": False}
 
 
 async def test_an_event_about_something_never_sent_is_stored_not_applied(api: Api) -> None:
@@ -152,7 +152,7 @@ async def test_an_event_about_something_never_sent_is_stored_not_applied(api: Ap
         ("ev-y", False),
         ("ev-x", False),
     ]
-    assert (await attempt_of(api, headers, message_id))["delivery_status"] is None
+    assert (await attempt_of(api, headers, message_id))["delivery_status"] == "accepted"
 
 
 async def test_a_callback_arriving_before_the_send_is_recorded_is_applied_when_it_is(
@@ -271,7 +271,7 @@ async def test_one_tenants_signed_event_to_another_tenants_integration_is_reject
     resigned = await deliver(api, acme_id, body, secret="tok-ok-other")
     for response in (moved, resigned):
         assert (response.status_code, response.json()) == (400, REJECTED)
-    assert (await attempt_of(api, acme, message_id))["delivery_status"] is None
+    assert (await attempt_of(api, acme, message_id))["delivery_status"] == "accepted"
     assert await events_of(api, acme) == []
 
 
@@ -385,7 +385,7 @@ async def test_a_database_failure_is_a_503_and_nothing_is_half_applied(api: Api)
         "code": "webhook_unavailable",
     }
     assert await events_of(api, headers) == []
-    assert (await attempt_of(api, headers, message_id))["delivery_status"] is None
+    assert (await attempt_of(api, headers, message_id))["delivery_status"] == "accepted"
 
     run(lambda conn: [conn.exec_driver_sql(statement) for statement in undo])
     again = await deliver(api, integration_id, body)  # the provider's retry

@@ -70,6 +70,7 @@ from relaykit.storage import integrations as integration_rows
 from relaykit.storage import operations as operation_rows
 from relaykit.storage import webhook_events as event_rows
 from relaykit.storage.database import Database, DatabaseError, IntegrityError
+from relaykit.webhooks import ACCEPTED
 
 logger = logging.getLogger("relaykit.dispatch")
 
@@ -313,6 +314,7 @@ class Dispatcher:
         result = await self._call(run, candidate)
         duration_ms = round((time.perf_counter() - clock) * 1000, 3)
         succeeded = result.outcome is OperationOutcome.SUCCEEDED
+        now = utcnow()
         ended = {
             "status": SUCCEEDED if succeeded else FAILED,
             "outcome": result.outcome.value,
@@ -320,8 +322,11 @@ class Dispatcher:
             "provider_code": result.provider_code,
             "message": result.message or ("OK" if succeeded else ""),
             "duration_ms": duration_ms,
-            "completed_at": utcnow(),
+            "completed_at": now,
             "provider_object_id": provider_object_id(result.result) if succeeded else None,
+            # The provider took it; its webhooks move it on (relaykit.webhooks.STATUS_RANK).
+            "delivery_status": ACCEPTED if succeeded else None,
+            "delivery_updated_at": now if succeeded else None,
         }
         logger.info(
             "operation %s try %s on integration %s (%s): %s in %.1f ms",

@@ -42,24 +42,23 @@ __all__ = [
     "signatures_match",
 ]
 
-#: Every status an event may mean, by how far along it is. An attempt's ``delivery_status``
-#: only moves to a higher rank: a late ``sent`` never overwrites ``delivered``, a late
-#: ``payment_failed`` never overwrites ``succeeded`` (a payment that failed and was then paid
-#: with another method does move on to ``succeeded``).
+#: Every delivery status (the names design.md fixes), by how far along it is. A succeeded
+#: attempt starts at ``accepted`` (the provider took the request); events move it only to a
+#: higher rank: a late ``sent`` never overwrites ``delivered``, a late ``failed`` never
+#: overwrites a payment's ``succeeded`` (a payment that failed and was then paid with another
+#: method does move on to ``succeeded``), ``refunded`` comes after ``succeeded``. A scheme maps
+#: its provider's own statuses onto these (a WhatsApp ``read`` is ``delivered``).
 STATUS_RANK: Mapping[str, int] = {
-    # messages
-    "queued": 0,
+    "accepted": 0,
     "sent": 1,
     "undelivered": 2,
     "failed": 2,
     "delivered": 3,
-    "read": 4,
-    # payments
-    "processing": 1,
-    "payment_failed": 2,
     "succeeded": 3,
     "refunded": 4,
 }
+#: What a succeeded attempt's delivery status is before any event: the provider accepted it.
+ACCEPTED = "accepted"
 
 
 def moves_forward(current: str | None, new: str) -> bool:

@@ -290,13 +290,13 @@ def test_a_failed_callback_keeps_plivos_error_code() -> None:
 @pytest.mark.parametrize(
     ("plivo_status", "status"),
     [
-        ("queued", "queued"),
+        ("queued", "accepted"),
         ("sent", "sent"),
         ("delivered", "delivered"),
         ("undelivered", "undelivered"),
         ("failed", "failed"),
         ("rejected", "failed"),
-        ("read", "read"),
+        ("read", "delivered"),
         ("received", None),
     ],
 )

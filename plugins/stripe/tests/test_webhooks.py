@@ -214,7 +214,7 @@ def test_payment_intent_succeeded() -> None:
 def test_payment_intent_payment_failed(error: Any, code: str | None) -> None:
     body = event("payment_intent.payment_failed", intent(last_payment_error=error))
     [got] = receive(body)
-    assert (got.object_id, got.status, got.provider_code) == (INTENT_ID, "payment_failed", code)
+    assert (got.object_id, got.status, got.provider_code) == (INTENT_ID, "failed", code)
 
 
 @pytest.mark.parametrize(

@@ -55,13 +55,13 @@ V2_NONCE_HEADER = "X-Plivo-Signature-V2-Nonce"
 #: Plivo's message statuses -> relaykit's delivery statuses (``rejected``: Plivo refused to
 #: send it, a failure). Others are stored only.
 MESSAGE_STATUSES: Mapping[str, str] = {
-    "queued": "queued",
+    "queued": "accepted",
     "sent": "sent",
     "delivered": "delivered",
     "undelivered": "undelivered",
     "failed": "failed",
     "rejected": "failed",
-    "read": "read",
+    "read": "delivered",
 }
 
 Params = Mapping[str, list[str]]

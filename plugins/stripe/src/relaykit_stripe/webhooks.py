@@ -13,7 +13,7 @@ The body is an ``event`` (``id``, ``type``, ``created``, ``data.object``); its `
 dedupe key, the same on each of Stripe's retries. Three types mean a payment's status:
 
 * ``payment_intent.succeeded``: the PaymentIntent (``data.object.id``) ``succeeded``;
-* ``payment_intent.payment_failed``: ``payment_failed``, with the error's ``decline_code``
+* ``payment_intent.payment_failed``: ``failed``, with the error's ``decline_code``
   or ``code`` as the provider code (as the operations report Stripe's errors);
 * ``charge.refunded``: the charge's PaymentIntent (``data.object.payment_intent``)
   ``refunded`` when the charge is fully refunded (``refunded: true``); a partial refund
@@ -139,7 +139,7 @@ def read_event(event: Any) -> WebhookEvent:
             type=event_type,
             occurred_at=occurred_at,
             object_id=intent_id,
-            status="payment_failed" if failed else "succeeded",
+            status="failed" if failed else "succeeded",
             provider_code=_error_code(obj) if failed else None,
         )
     if event_type == "charge.refunded":

@@ -46,15 +46,15 @@ BODY_HASH_PARAMETER = "bodySHA256"
 #: delivery statuses. ``receiving``, ``received`` (inbound) and ``partially_delivered``
 #: are stored only.
 MESSAGE_STATUSES: Mapping[str, str] = {
-    "accepted": "queued",
-    "scheduled": "queued",
-    "queued": "queued",
+    "accepted": "accepted",
+    "scheduled": "accepted",
+    "queued": "accepted",
     "sending": "sent",
     "sent": "sent",
     "delivered": "delivered",
     "undelivered": "undelivered",
     "failed": "failed",
-    "read": "read",
+    "read": "delivered",
     "canceled": "failed",
 }
 
