@@ -115,8 +115,9 @@ class Recorder(httpx.HTTPTransport):
         return response
 
 
-def start_server(env: Mapping[str, str], log: Path) -> Server:
-    port = free_port()
+def start_server(env: Mapping[str, str], log: Path, *, port: int | None = None) -> Server:
+    """``relaykit serve`` in a process of its own with ``env``, once it answers /health."""
+    port = port or free_port()
     out = log.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "relaykit", "serve", "--port", str(port)],
@@ -177,23 +178,5 @@ def start_public_server(
     ``public_url``, to play a proxy in front (the URL providers call and sign is then not
     the one the server listens on). The port is chosen first: the setting must name it."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    out = log.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "relaykit", "serve", "--port", str(port)],
-        env={**env, "RELAYKIT_PUBLIC_URL": public_url or base},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return Server(base, process, log)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"server did not come up:\n{log.read_text()}")
+    public = public_url or f"http://127.0.0.1:{port}"
+    return start_server({**env, "RELAYKIT_PUBLIC_URL": public}, log, port=port)
