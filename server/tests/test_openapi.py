@@ -10,6 +10,7 @@ the schema the document declares for that path, method and status.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -222,22 +223,30 @@ class Conformance:
         self.checked.add((method, path, status))
         return response
 
+    def caller(self, api: Api, headers: dict[str, str]) -> Callable[..., Awaitable[httpx.Response]]:
+        """``call(method, url, **kwargs)``: a request as ``headers``' tenant, its answer
+        checked against the document."""
+
+        async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+            kwargs.setdefault("headers", headers)
+            return self.check(method, await api.client.request(method, url, **kwargs))
+
+        return call
+
+
+TEXTLY = {
+    "provider": "textly",
+    "credentials": {"account_sid": "AC1", "auth_token": "tok-1", "from_number": "+15550100"},
+    "enabled_capabilities": ["send_sms"],
+}
+
 
 async def test_live_responses_match_their_declared_schemas(api: Api) -> None:
     document = await _document(api)
-    conformance = Conformance(document)
     _, headers = api.tenant_token("acme")
-    client = api.client
-
-    async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
-        kwargs.setdefault("headers", headers)
-        return conformance.check(method, await client.request(method, url, **kwargs))
-
-    textly = {
-        "provider": "textly",
-        "credentials": {"account_sid": "AC1", "auth_token": "tok-1", "from_number": "+15550100"},
-        "enabled_capabilities": ["send_sms"],
-    }
+    conformance = Conformance(document)
+    call = conformance.caller(api, headers)
+    textly = TEXTLY
     created = (await call("POST", f"{API}/integrations", json=textly)).json()["data"]
     assert (await call("POST", f"{API}/integrations", json=textly)).status_code == 422
     assert (await call("POST", f"{API}/integrations", content=b"{nope")).status_code == 400
@@ -299,19 +308,10 @@ async def test_live_webhook_answers_match_their_declared_schemas(api: Api) -> No
     assert receiver["security"] == []
     assert {"200", "400", "413", "503"} <= set(receiver["responses"])
     assert "application/json" in receiver["requestBody"]["content"]
-    conformance = Conformance(document)
     _, headers = api.tenant_token("acme")
-    client = api.client
-
-    async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
-        kwargs.setdefault("headers", headers)
-        return conformance.check(method, await client.request(method, url, **kwargs))
-
-    textly = {
-        "provider": "textly",
-        "credentials": {"account_sid": "AC1", "auth_token": "tok-1", "from_number": "+15550100"},
-        "enabled_capabilities": ["send_sms"],
-    }
+    conformance = Conformance(document)
+    call = conformance.caller(api, headers)
+    textly = TEXTLY
     created = (await call("POST", f"{API}/integrations", json=textly)).json()["data"]
     path = f"/webhooks/{created['id']}"
     body = b'{"id": "ev-1", "status": "delivered", "object": "msg-1"}'
