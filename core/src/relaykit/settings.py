@@ -21,6 +21,9 @@ from relaykit.errors import ConfigurationError
 
 SQLITE_FILE_NAME = "relaykit.sqlite3"
 
+#: the values of RELAYKIT_LOG_FORMAT
+LOG_FORMATS = ("text", "json")
+
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
@@ -119,6 +122,14 @@ SETTINGS: tuple[Setting, ...] = (
         help="Log level of the `relaykit` loggers (any case).",
     ),
     Setting(
+        name="RELAYKIT_LOG_FORMAT",
+        kind=str,
+        default="text",
+        help="`text` (one readable line per record) or `json` (one JSON object per line, "
+        "with the request id, tenant and integration where known). Either way every record "
+        "passes the one redaction step.",
+    ),
+    Setting(
         name="RELAYKIT_MAX_BODY_BYTES",
         kind=int,
         default=1024 * 1024,
@@ -214,7 +225,9 @@ SETTINGS: tuple[Setting, ...] = (
         kind=float,
         default=10.0,
         group="worker",
-        help="Seconds a provider's verification call may take.",
+        help="Seconds one verification check may take in all (connecting, sending, reading "
+        "however slowly the provider answers): a check past it is `transient` and its slot is "
+        "freed.",
     ),
     Setting(
         name="RELAYKIT_VERIFY_LEASE",
@@ -251,6 +264,16 @@ SETTINGS: tuple[Setting, ...] = (
         default=1.0,
         group="worker",
         help="Seconds between polls when nothing wakes the worker.",
+    ),
+    Setting(
+        name="RELAYKIT_WORKER_HEARTBEAT",
+        kind=float,
+        default=10.0,
+        group="worker",
+        help="Seconds between a worker's heartbeats (written after a claim pass that reached "
+        "the database). `/ready` fails when the worker it watches has not beaten for longer "
+        "than this: the embedded worker, or, with `RELAYKIT_EMBEDDED_WORKER` off, every "
+        "worker process.",
     ),
     # plugins ---------------------------------------------------------------------------------
     Setting(
@@ -308,6 +331,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     home: Path
     database_url: str
     log_level: str = _DEFAULT["log_level"]
+    log_format: str = _DEFAULT["log_format"]
     max_body_bytes: int = _DEFAULT["max_body_bytes"]
     embedded_worker: bool = _DEFAULT["embedded_worker"]
     worker_concurrency: int = _DEFAULT["worker_concurrency"]
@@ -317,6 +341,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     verify_backoff_base: float = _DEFAULT["verify_backoff_base"]
     verify_backoff_max: float = _DEFAULT["verify_backoff_max"]
     worker_poll: float = _DEFAULT["worker_poll"]
+    worker_heartbeat: float = _DEFAULT["worker_heartbeat"]
     operation_timeout: float = _DEFAULT["operation_timeout"]
     operation_deadline: float = _DEFAULT["operation_deadline"]
     idempotency_key_ttl: float = _DEFAULT["idempotency_key_ttl"]
@@ -333,6 +358,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_bases: Mapping[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigurationError(
+                f"RELAYKIT_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
+            )
         if self.verify_lease <= self.verify_timeout:
             raise ConfigurationError(
                 f"RELAYKIT_VERIFY_LEASE ({self.verify_lease:g}s) must be longer than "

@@ -141,6 +141,12 @@ class Integration(SQLModel, table=True):
     created_at: dt.datetime = _ts()
     updated_at: dt.datetime = _ts()
     deleted_at: dt.datetime | None = _ts(nullable=True)
+    #: whether the latest claim took the row from a worker whose lease had expired (set by
+    #: the claim from the lease it replaced: the lease-reclaim metric)
+    lease_reclaimed: bool = Field(
+        default=False,
+        sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
+    )
 
 
 def _fk(target: str, *, nullable: bool = False) -> Any:
@@ -300,6 +306,61 @@ class WebhookEvent(SQLModel, table=True):
     attempt_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
 
+class AuditEvent(SQLModel, table=True):
+    """One change to a tenant's configuration, who made it and when, append-only.
+
+    Written in the transaction of the change it records. Events are hash-chained per tenant
+    (``chain``: the tenant id, or ``system`` for changes no tenant owns, such as key
+    rotation): ``digest`` is the SHA-256 of the event's canonical form including
+    ``prev_digest``, the digest of the event before it in the chain (``seq - 1``).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        # One event per place in a chain: two writers cannot both extend it from one head.
+        sa.UniqueConstraint("chain", "seq", name="uq_audit_events_chain_seq"),
+        # The list: a tenant's events, newest first; one integration's events.
+        sa.Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
+        sa.Index("ix_audit_events_integration", "tenant_id", "integration_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=26)
+    chain: str = Field(sa_column=sa.Column(sa.String(26), nullable=False))
+    seq: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    #: null for a system event; no foreign key, so the trail outlives what it describes
+    tenant_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(26)))
+    action: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    #: ``token:<token id>``, ``worker`` or ``cli``
+    actor: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
+    request_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(128)))
+    resource_type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    resource_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(26)))
+    integration_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(26)))
+    status_before: str | None = Field(default=None, sa_column=sa.Column(sa.String(32)))
+    status_after: str | None = Field(default=None, sa_column=sa.Column(sa.String(32)))
+    #: what changed, never a value of a credential (field names only)
+    details: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    created_at: dt.datetime = _ts()
+    prev_digest: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    digest: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """A verification worker's sign of life: written after each claim pass that reached the
+    database (so a worker that cannot claim stops beating), read by ``/ready``."""
+
+    __tablename__ = "worker_heartbeats"
+
+    #: the worker's owner name (``host:pid:suffix``)
+    owner: str = Field(primary_key=True, max_length=128)
+    started_at: dt.datetime = _ts()
+    beat_at: dt.datetime = _ts()
+    #: the error of the latest failed claim pass (its type only), cleared by a good one
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(200)))
+    #: claim passes that failed since the worker started
+    failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+
+
 tenants = Tenant.__table__  # type: ignore[attr-defined]
 api_tokens = ApiToken.__table__  # type: ignore[attr-defined]
 integrations = Integration.__table__  # type: ignore[attr-defined]
@@ -307,4 +368,6 @@ routing_rules = RoutingRule.__table__  # type: ignore[attr-defined]
 operations = Operation.__table__  # type: ignore[attr-defined]
 delivery_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 webhook_events = WebhookEvent.__table__  # type: ignore[attr-defined]
+audit_events = AuditEvent.__table__  # type: ignore[attr-defined]
+worker_heartbeats = WorkerHeartbeat.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata
