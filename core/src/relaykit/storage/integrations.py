@@ -268,7 +268,11 @@ def _claim_statement(*, skip_locked: bool) -> sa.Update:
     return (
         t.update()
         .where(t.c.id.in_(due.scalar_subquery()))
-        .values(verify_attempts=t.c.verify_attempts + 1)
+        .values(
+            verify_attempts=t.c.verify_attempts + 1,
+            # SET reads the row as it was: a lease still on it had expired (a reclaim)
+            lease_reclaimed=t.c.lease_owner.is_not(None),
+        )
         .returning(
             t.c.id,
             t.c.tenant_id,
@@ -277,6 +281,7 @@ def _claim_statement(*, skip_locked: bool) -> sa.Update:
             t.c.sealed_credentials,
             t.c.credentials_version,
             t.c.verify_attempts,
+            t.c.lease_reclaimed,
         )
     )
 
@@ -292,7 +297,8 @@ def claim_due_verifications(
 ) -> list[sa.Row[Any]]:
     """Lease up to ``limit`` due ``pending_verify`` rows to ``owner`` until ``lease_until``
     and count the attempt: their id, tenant, provider, credentials (public and sealed),
-    credentials version and attempt number."""
+    credentials version, attempt number and whether the claim took the row from a worker
+    whose lease had expired (``lease_reclaimed``)."""
     params = {
         "b_now": now,
         "b_limit": limit,
