@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 
@@ -118,8 +119,19 @@ def classify_response(
     return VerificationResult.rejected(message, status_code=status)
 
 
+def deadline_passed(seconds: float) -> VerificationResult:
+    """The result of a check cut at its total deadline (``RELAYKIT_VERIFY_TIMEOUT``)."""
+    return VerificationResult.transient(
+        f"the provider did not answer in time (within {seconds:g} s)"
+    )
+
+
 async def run_verifier(
-    provider: Provider, credentials: Credentials, ctx: ProviderContext
+    provider: Provider,
+    credentials: Credentials,
+    ctx: ProviderContext,
+    *,
+    deadline: float | None = None,
 ) -> VerificationResult:
     """Run ``provider.verify`` and always come back with a result, never an exception.
 
@@ -127,9 +139,17 @@ async def run_verifier(
     results; an exception from the verifier itself becomes a transient result naming only its
     type, since its message could carry a credential. Every message is redacted of all
     credential values and cut to :data:`MAX_MESSAGE_LENGTH`.
+
+    ``deadline`` (seconds) bounds the whole check, however many requests the verifier makes
+    and however slowly the provider sends its answer (the HTTP client's own timeout applies
+    to each phase of one request only): past it the verifier is cancelled and the result is
+    transient (:func:`deadline_passed`).
     """
     try:
-        result = await provider.verify(credentials, ctx)
+        with anyio.move_on_after(deadline) as scope:
+            result = await provider.verify(credentials, ctx)
+        if scope.cancelled_caught:
+            result = deadline_passed(deadline or 0.0)
     except httpx.TimeoutException:
         result = VerificationResult.transient("the provider did not answer in time")
     except httpx.TransportError as exc:

@@ -18,10 +18,26 @@ Outcomes (through :mod:`relaykit.lifecycle`):
   ("full jitter"), and never less than the provider's ``Retry-After``; after
   ``verify_max_attempts`` transient failures: ``error``.
 
+Each check runs under one total deadline, ``RELAYKIT_VERIFY_TIMEOUT`` (however many requests
+the verifier makes, however slowly the provider answers): past it the check is ``transient``
+and its slot is free for the next one.
+
 A worker inside ``relaykit serve`` is woken at once by the API when a row becomes due
 (:meth:`VerificationWorker.wake`); a separate ``relaykit worker`` process polls every
 ``RELAYKIT_WORKER_POLL`` seconds. Stopping a worker waits briefly for checks in flight, then
 returns the leases it still holds so another worker can take them at once.
+
+Supervision: the claim loop survives any exception. A pass (sweep, claim, heartbeat) that
+fails is logged, counted (``relaykit_worker_loop_errors``) and retried after a backoff that
+doubles from ``RELAYKIT_WORKER_POLL`` up to ``RELAYKIT_WORKER_HEARTBEAT``. A key provider that
+raises something other than a :class:`~relaykit.sealing.SealError` while the claimed rows'
+credentials are opened (a KMS outage) makes those checks ``transient`` (retried with their
+backoff, their leases returned) and the pass a failed one. Every worker keeps a row in
+``worker_heartbeats`` (:mod:`relaykit.storage.heartbeats`): beaten after a good pass, at most
+every half ``RELAYKIT_WORKER_HEARTBEAT``; a failed pass records its error's type and leaves the
+beat time alone, so ``/ready`` sees a worker that cannot claim once the interval passes. A
+clean stop deletes the row; rows of workers gone without one are deleted by the sweep once
+they are :data:`STALE_HEARTBEATS` intervals old.
 """
 
 from __future__ import annotations
@@ -41,7 +57,9 @@ import anyio.lowlevel
 import httpx
 import msgspec
 
+from relaykit import metrics
 from relaykit.catalog import Catalog
+from relaykit.context import WORKER_ACTOR, bound
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.ledger import settle_abandoned
@@ -49,14 +67,20 @@ from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.provider_http import ProviderClients, ProviderContext
 from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, open_credentials
 from relaykit.settings import Settings
+from relaykit.storage import heartbeats
 from relaykit.storage import integrations as rows
-from relaykit.storage.database import Database, DatabaseError, OperationalError
+from relaykit.storage.database import Database, DatabaseError
 from relaykit.verification import VerificationOutcome, VerificationResult, run_verifier
 
 logger = logging.getLogger("relaykit.worker")
 
 #: How long a stopping worker lets checks in flight finish before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 5.0
+#: Heartbeat rows older than this many heartbeat intervals belong to workers gone without a
+#: clean stop; the sweep deletes them.
+STALE_HEARTBEATS = 10
+#: The shortest wait after a failed claim pass, however short the poll interval.
+MIN_RETRY_SECONDS = 0.05
 
 
 class VerificationJob(msgspec.Struct, frozen=True):
@@ -67,10 +91,24 @@ class VerificationJob(msgspec.Struct, frozen=True):
     sealed_credentials: bytes | None
     credentials_version: int
     attempt: int
+    #: whether the claim took the row from a worker whose lease had expired
+    lease_reclaimed: bool = False
     #: the unsealed credentials (opened in the claiming thread: one thread hop fewer), or
     #: why they could not be opened
     credentials: dict[str, Any] | None = None
     open_error: str | None = None
+    #: the type of the exception the key provider raised opening them (not a SealError:
+    #: the key provider itself failed, which says nothing of the credentials)
+    key_error: str | None = None
+
+
+class ClaimPassFailed(Exception):
+    """A claim pass reached the database but could not do its work (the key provider
+    failed): ``error`` names the underlying exception's type."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"the key provider failed opening claimed credentials ({error})")
+        self.error = error
 
 
 def backoff_delay(
@@ -108,6 +146,13 @@ class VerificationWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._in_flight = 0
+        self._started_at = utcnow()
+        #: monotonic time of the last heartbeat written (-inf: none yet)
+        self._last_beat = -math.inf
+        self._next_sweep = 0.0
+        #: claim passes that failed since the worker started, and in a row now
+        self.failures = 0
+        self._failing = 0
         #: counters for the log and for tests
         self.stats = {"claimed": 0, "active": 0, "error": 0, "retry": 0, "stale": 0}
 
@@ -130,6 +175,12 @@ class VerificationWorker:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._started_at = utcnow()
+        self._last_beat = -math.inf
+        with bound(actor=WORKER_ACTOR):
+            await self._run()
+
+    async def _run(self) -> None:
         logger.info(
             "verification worker %s started (concurrency %d, lease %gs, timeout %gs)",
             self.owner,
@@ -150,32 +201,118 @@ class VerificationWorker:
             with anyio.CancelScope(shield=True):
                 released = await self._release_leases()
                 await self._clients.aclose()
+                await self._remove_heartbeat()
             logger.info("verification worker %s stopped (%d leases returned)", self.owner, released)
 
     async def _claim_loop(self, group: anyio.abc.TaskGroup) -> None:
-        next_sweep = 0.0
+        """Claim passes until :meth:`stop`, surviving any exception (see the module docstring)."""
+        self._next_sweep = 0.0
         while not self._stopping:
-            if anyio.current_time() >= next_sweep:
-                await self.sweep_ledger()
-                next_sweep = anyio.current_time() + self.sweep_interval
-            free = self.settings.worker_concurrency - self._in_flight
-            claimed: list[VerificationJob] = []
-            if free > 0:
-                try:
-                    claimed = await self._claim(free)
-                except OperationalError as exc:  # a locked or unreachable database
-                    logger.warning("claiming verifications failed: %s", type(exc).__name__)
-            for job in claimed:
-                self._in_flight += 1
-                group.start_soon(self._check, job)
-            if claimed and len(claimed) == free:
-                await (
-                    anyio.lowlevel.checkpoint()
-                )  # there may be more due: claim again when a slot frees
+            try:
+                more = await self._claim_pass(group)
+            except Exception as exc:
+                delay = await self._pass_failed(exc)
+                self._last_beat = -math.inf  # the next good pass beats, clearing the error
+                await self._sleep(delay)
+                continue
+            self._failing = 0
+            if more:
+                await anyio.lowlevel.checkpoint()  # there may be more due: claim again
                 if self._in_flight >= self.settings.worker_concurrency:
-                    await self._wait(self.settings.worker_poll)
+                    await self._wait(self.settings.worker_poll)  # until a slot frees
                 continue
             await self._wait(self.settings.worker_poll)
+
+    async def _claim_pass(self, group: anyio.abc.TaskGroup) -> bool:
+        """Sweep when due, claim what fits, start the checks, beat when due. Whether every
+        free slot was filled (there may be more due)."""
+        if anyio.current_time() >= self._next_sweep:
+            await self.sweep_ledger()
+            await self._sweep_heartbeats()
+            self._next_sweep = anyio.current_time() + self.sweep_interval
+        free = self.settings.worker_concurrency - self._in_flight
+        claimed = await self._claim(free) if free > 0 else []
+        for job in claimed:
+            self._in_flight += 1
+            group.start_soon(self._check, job)
+        key_error = next((job.key_error for job in claimed if job.key_error), None)
+        if key_error is not None:
+            raise ClaimPassFailed(key_error)
+        await self._beat()
+        return bool(claimed) and len(claimed) == free
+
+    def retry_delay(self, failing: int) -> float:
+        """Seconds before the next pass after ``failing`` failed passes in a row: doubling
+        from the poll interval, capped at the heartbeat interval, jittered down to half."""
+        poll = max(MIN_RETRY_SECONDS, self.settings.worker_poll)
+        cap = max(poll, self.settings.worker_heartbeat)
+        ceiling = min(cap, poll * math.pow(2, min(max(0, failing - 1), 32)))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    async def _pass_failed(self, exc: Exception) -> float:
+        """Log, count and record a failed claim pass; the seconds to wait before the next."""
+        self.failures += 1
+        self._failing += 1
+        error = exc.error if isinstance(exc, ClaimPassFailed) else type(exc).__name__
+        metrics.WORKER_LOOP_ERRORS.labels(error).inc()
+        delay = self.retry_delay(self._failing)
+        # A database error's text quotes its statement and parameters: its type says enough.
+        detail = error if isinstance(exc, DatabaseError) else f"{error}: {exc}"
+        logger.warning(
+            "verification worker %s: claim pass failed (%s), %d in a row; next in %.1f s",
+            self.owner,
+            detail,
+            self._failing,
+            delay,
+        )
+        logger.debug("the failed claim pass's traceback", exc_info=exc)
+        try:
+            await self.database.transaction(
+                heartbeats.record_failure,
+                self.owner,
+                started_at=self._started_at,
+                error=error,
+                failures=self.failures,
+            )
+        except Exception as record_exc:  # the database may be what failed
+            logger.debug("recording the failure failed too: %s", type(record_exc).__name__)
+        return delay
+
+    async def _beat(self) -> None:
+        """Write the heartbeat if half an interval has passed since the last (or the last
+        pass failed, to clear its error)."""
+        now = anyio.current_time()
+        if now - self._last_beat < self.settings.worker_heartbeat / 2:
+            return
+        await self.database.transaction(
+            heartbeats.beat,
+            self.owner,
+            started_at=self._started_at,
+            now=utcnow(),
+            failures=self.failures,
+        )
+        self._last_beat = now
+
+    async def _sweep_heartbeats(self) -> None:
+        before = utcnow() - dt.timedelta(seconds=STALE_HEARTBEATS * self.settings.worker_heartbeat)
+        gone = await self.database.transaction(heartbeats.delete_stale, before=before)
+        if gone:
+            logger.info("heartbeats of %d workers gone without stopping deleted", gone)
+
+    async def _remove_heartbeat(self) -> None:
+        try:
+            await self.database.transaction(heartbeats.remove, self.owner)
+        except Exception as exc:
+            logger.warning(
+                "removing the heartbeat of %s failed: %s", self.owner, type(exc).__name__
+            )
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the worker stops (a wake from the API does not cut a
+        backoff short)."""
+        deadline = anyio.current_time() + seconds
+        while not self._stopping and (left := deadline - anyio.current_time()) > 0:
+            await self._wait(left)
 
     @property
     def sweep_interval(self) -> float:
@@ -230,8 +367,9 @@ class VerificationWorker:
 
     async def _check(self, job: VerificationJob) -> None:
         try:
-            result = await self._verify(job)
-            await self._apply(job, result)
+            with bound(actor=WORKER_ACTOR, tenant_id=job.tenant_id, integration_id=job.id):
+                result = await self._verify(job)
+                await self._apply(job, result)
         except Exception:
             # Never let one check take the worker down; the lease expires and it is retried.
             logger.exception("verification of integration %s failed unexpectedly", job.id)
@@ -245,6 +383,10 @@ class VerificationWorker:
             return VerificationResult.transient(
                 f"the provider {job.provider} is not installed on this worker"
             )
+        if job.key_error is not None:
+            return VerificationResult.transient(
+                f"the key provider could not open the stored credentials ({job.key_error})"
+            )
         if job.credentials is None:
             return VerificationResult.rejected(
                 f"stored credentials cannot be opened: {job.open_error}"
@@ -252,7 +394,7 @@ class VerificationWorker:
         credentials = job.credentials
         client = self._clients.get(provider)
         ctx = ProviderContext(client, str(client.base_url))
-        return await run_verifier(provider, credentials, ctx)
+        return await run_verifier(provider, credentials, ctx, deadline=self.settings.verify_timeout)
 
     def _open(self, job: VerificationJob) -> dict[str, Any]:
         secret: dict[str, Any] = {}
@@ -282,9 +424,13 @@ class VerificationWorker:
                 sealed_credentials=r.sealed_credentials,
                 credentials_version=r.credentials_version,
                 attempt=r.verify_attempts,
+                lease_reclaimed=bool(r.lease_reclaimed),
             )
             for r in claimed
         ]
+        reclaimed = sum(job.lease_reclaimed for job in jobs)
+        if reclaimed:
+            metrics.LEASE_RECLAIMS.inc(reclaimed)
         opened = await call_with_key_provider(self.key_provider, self._with_credentials, jobs)
         self.stats["claimed"] += len(opened)
         return opened
@@ -296,6 +442,10 @@ class VerificationWorker:
                 opened.append(msgspec.structs.replace(job, credentials=self._open(job)))
             except RelaykitError as exc:
                 opened.append(msgspec.structs.replace(job, open_error=str(exc)))
+            except Exception as exc:
+                # The key provider failed (a KMS outage, a plugin's bug): nothing is known of
+                # the credentials. Only the type: the message may carry key material.
+                opened.append(msgspec.structs.replace(job, key_error=type(exc).__name__))
         return opened
 
     async def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
@@ -311,9 +461,11 @@ class VerificationWorker:
             verification=record,
             now=now,
             next_verify_at=next_at,
+            tenant_id=job.tenant_id,  # a final outcome's audit event (actor "worker")
         )
         if not applied:
             self.stats["stale"] += 1
+            metrics.VERIFICATIONS.labels(job.provider, "stale").inc()
             logger.info(
                 "verification of integration %s discarded: the row changed during the check",
                 job.id,
@@ -325,6 +477,8 @@ class VerificationWorker:
             Action.VERIFICATION_GAVE_UP: "error",
         }.get(action, "retry")
         self.stats[key] += 1
+        outcome = "gave_up" if action is Action.VERIFICATION_GAVE_UP else result.outcome.value
+        metrics.VERIFICATIONS.labels(job.provider, outcome).inc()
         logger.info(
             "integration %s verification %s (attempt %d): %s -> %s",
             job.id,

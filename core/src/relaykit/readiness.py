@@ -1,0 +1,207 @@
+"""Readiness: whether this process can do its work now, check by check (``GET /ready``).
+
+Four checks, run together, each cut at :data:`CHECK_TIMEOUT_SECONDS` (a hung database or
+key service makes its check fail, never the probe hang):
+
+* ``database``: a trivial query answers;
+* ``schema``: the database's migration revision is the newest the installed code knows
+  (``relaykit db upgrade`` fixes it);
+* ``key_provider``: the selected key provider wraps a random probe data key and unwraps it
+  back (no credentials are touched);
+* ``worker``: the verification worker's heartbeat is fresh, i.e. its row in
+  ``worker_heartbeats`` beat within ``RELAYKIT_WORKER_HEARTBEAT`` seconds: this process's own
+  worker when it runs one (``RELAYKIT_EMBEDDED_WORKER``), else any ``relaykit worker``.
+
+A failing check carries an ``error`` for the operator: never a secret and never tenant data
+(an exception from a key provider is reduced to its type name; it may carry key material).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from relaykit.ids import utcnow
+from relaykit.sealing import KeyProvider, runs_in_process
+from relaykit.storage import heartbeats
+from relaykit.storage.database import Database
+from relaykit.storage.schema import current_revision, head_revision
+
+T = TypeVar("T")
+
+#: Seconds each check may take before it counts as failed.
+CHECK_TIMEOUT_SECONDS = 2.0
+#: The associated data the key provider's probe key is wrapped with (no blob uses it).
+PROBE_ASSOCIATED_DATA = b"relaykit/readiness-probe/v1"
+CHECK_NAMES = ("database", "schema", "key_provider", "worker")
+
+
+class ReadinessCheck(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One check's answer: ``ok``, and when it failed, why (``error``)."""
+
+    ok: bool
+    error: str | None = None
+
+
+class ReadinessChecks(msgspec.Struct, frozen=True):
+    database: ReadinessCheck
+    schema: ReadinessCheck
+    key_provider: ReadinessCheck
+    worker: ReadinessCheck
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """What ``/ready`` reports: ``ready`` when every check passed, else ``not_ready``."""
+
+    status: Literal["ready", "not_ready"]
+    checks: ReadinessChecks
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def failing(self) -> list[str]:
+        """The names of the failing checks, in :data:`CHECK_NAMES` order."""
+        return [name for name in CHECK_NAMES if not getattr(self.checks, name).ok]
+
+
+@functools.cache
+def _head() -> str:
+    return head_revision()  # reads the migration scripts: once per process
+
+
+def _probe(key_provider: KeyProvider) -> bool:
+    data_key = secrets.token_bytes(32)
+    key_id, wrapped = key_provider.wrap(data_key, PROBE_ASSOCIATED_DATA)
+    return secrets.compare_digest(
+        key_provider.unwrap(key_id, wrapped, PROBE_ASSOCIATED_DATA), data_key
+    )
+
+
+class ReadinessProbe:
+    """The checks of one process (one per :class:`relaykit.services.Services`).
+
+    Args:
+        worker_owner: the owner name of this process's worker, or ``None`` when the process
+            runs none (then any worker's fresh heartbeat will do).
+        heartbeat_interval: ``RELAYKIT_WORKER_HEARTBEAT``.
+    """
+
+    #: Threads the checks' blocking calls may hold at once. A timed-out check abandons its
+    #: thread (it cannot be interrupted), so a hung database cannot take more than these.
+    THREADS = 4
+
+    def __init__(
+        self,
+        database: Database,
+        key_provider: KeyProvider,
+        *,
+        worker_owner: str | None,
+        heartbeat_interval: float,
+    ) -> None:
+        self.database = database
+        self.key_provider = key_provider
+        self.worker_owner = worker_owner
+        self.heartbeat_interval = heartbeat_interval
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the serving event loop
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread that a cancelled (timed-out) caller abandons."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.THREADS)
+        return await anyio.to_thread.run_sync(
+            fn, *args, abandon_on_cancel=True, limiter=self._limiter
+        )
+
+    async def check_database(self) -> ReadinessCheck:
+        await self._in_thread(self.database.read_blocking, heartbeats.ping)
+        return ReadinessCheck(ok=True)
+
+    async def check_schema(self) -> ReadinessCheck:
+        current = await self._in_thread(current_revision, self.database)
+        head = _head()
+        if current == head:
+            return ReadinessCheck(ok=True)
+        return ReadinessCheck(
+            ok=False,
+            error=f"the database is at revision {current or 'none'}, the code needs {head}: "
+            "run `relaykit db upgrade`",
+        )
+
+    async def check_key_provider(self) -> ReadinessCheck:
+        try:
+            if runs_in_process(self.key_provider):
+                same = _probe(self.key_provider)
+            else:
+                same = await self._in_thread(_probe, self.key_provider)
+        except Exception as exc:
+            # Only the type: a key service's message may quote key material or its request.
+            return ReadinessCheck(
+                ok=False,
+                error=f"a probe key could not be wrapped and unwrapped ({type(exc).__name__})",
+            )
+        if not same:
+            return ReadinessCheck(
+                ok=False, error="the probe key came back different from the key wrapped"
+            )
+        return ReadinessCheck(ok=True)
+
+    async def check_worker(self, now: dt.datetime | None = None) -> ReadinessCheck:
+        """The heartbeat of this process's worker, or else the freshest of any worker's, is
+        at most ``heartbeat_interval`` seconds old."""
+        owner = self.worker_owner
+        row = await self._in_thread(self.database.read_blocking, heartbeats.latest, owner)
+        if row is None:
+            if owner is not None:
+                return ReadinessCheck(ok=False, error="the embedded worker has not beaten yet")
+            return ReadinessCheck(
+                ok=False,
+                error="no worker has a heartbeat (RELAYKIT_EMBEDDED_WORKER is off: run "
+                "`relaykit worker`)",
+            )
+        age = ((now or utcnow()) - row.beat_at).total_seconds()
+        if age <= self.heartbeat_interval:
+            return ReadinessCheck(ok=True)
+        error = f"no heartbeat for {math.floor(age)} s"
+        if row.last_error:
+            error += f" (last error: {row.last_error}; {row.failures} failed claim passes)"
+        return ReadinessCheck(ok=False, error=error)
+
+    async def run(self) -> Readiness:
+        """Run every check together and report them (see the module docstring)."""
+        checks: dict[str, Callable[[], Awaitable[ReadinessCheck]]] = {
+            "database": self.check_database,
+            "schema": self.check_schema,
+            "key_provider": self.check_key_provider,
+            "worker": self.check_worker,
+        }
+        results: dict[str, ReadinessCheck] = {}
+
+        async def run(name: str, check: Callable[[], Awaitable[ReadinessCheck]]) -> None:
+            results[name] = await _bounded(check, name)
+
+        async with anyio.create_task_group() as group:
+            for name, check in checks.items():
+                group.start_soon(run, name, check)
+        ok = all(check.ok for check in results.values())
+        return Readiness(status="ready" if ok else "not_ready", checks=ReadinessChecks(**results))
+
+
+async def _bounded(check: Callable[[], Awaitable[ReadinessCheck]], name: str) -> ReadinessCheck:
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            return await check()
+    except TimeoutError:
+        return ReadinessCheck(ok=False, error=f"no answer within {CHECK_TIMEOUT_SECONDS:g} s")
+    except Exception as exc:
+        # A database error's text can quote SQL and parameters: the type says enough.
+        return ReadinessCheck(ok=False, error=f"the {name} check failed ({type(exc).__name__})")
