@@ -31,7 +31,7 @@ def test_token_round_trip_and_revocation(database: Database) -> None:
     tenant = database.transaction_blocking(store.create_tenant, "acme")
     record, token = database.transaction_blocking(store.create_token, "acme", label="ci")
     assert token.startswith("rk_") and record.id in token
-    assert anyio.run(store.authenticate, database, token) == tenant.id
+    assert anyio.run(store.authenticate, database, token) == (tenant.id, record.id)
     database.transaction_blocking(store.revoke_token, record.id)
     assert anyio.run(store.authenticate, database, token) is None
     again = database.transaction_blocking(

@@ -143,7 +143,19 @@ def _redacted_record(factory: Any, *args: Any, **kwargs: Any) -> logging.LogReco
     record: logging.LogRecord = factory(*args, **kwargs)
     # The message and each argument are redacted in place, keeping the arguments' shape:
     # some formatters (uvicorn's access log) read record.args themselves.
-    record.msg = _redacted_value(record.msg)
+    message = _redacted_value(record.msg)
+    if record.args and message is not record.msg:
+        # The template itself names a secret ("auth_token=%s"): its placeholder would be
+        # masked and the arguments no longer fit, so the line is formatted whole, then
+        # redacted (the value after the name is what must go).
+        try:
+            whole = record.getMessage()
+        except Exception:  # a template that does not fit its arguments: keep the template
+            whole = str(record.msg)
+        record.msg = redact_text(whole)
+        record.args = ()
+    else:
+        record.msg = message
     if isinstance(record.args, tuple):
         record.args = tuple(_redacted_value(arg) for arg in record.args)
     elif isinstance(record.args, Mapping):

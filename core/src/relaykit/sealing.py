@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relaykit.errors import RelaykitError
+from relaykit.metrics import KEY_PROVIDER_ERRORS
 from relaykit.redaction import register_secrets
 
 T = TypeVar("T")
@@ -130,7 +131,7 @@ def seal_credentials(
     data_key = AESGCM.generate_key(bit_length=256)
     nonce = secrets.token_bytes(_NONCE_BYTES)
     ciphertext = AESGCM(data_key).encrypt(nonce, msgspec.json.encode(dict(values)), aad)
-    key_id, wrapped = key_provider.wrap(data_key, aad)
+    key_id, wrapped = _wrap(key_provider, data_key, aad)
     blob = SealedBlob(BLOB_FORMAT, key_provider.name, key_id, wrapped, nonce, ciphertext)
     logger.debug(
         "sealed %d credential fields (%s) for integration %s under %s key %s",
@@ -165,7 +166,7 @@ def open_credentials(
     """Open a blob made by :func:`seal_credentials` for the same ``context``."""
     blob = read_blob(sealed)
     aad = context.associated_data()
-    data_key = _provider_for(blob, key_provider).unwrap(blob.key_id, blob.wrapped_key, aad)
+    data_key = _unwrap(_provider_for(blob, key_provider), blob, aad)
     try:
         plaintext = AESGCM(data_key).decrypt(blob.nonce, blob.ciphertext, aad)
     except (InvalidTag, ValueError):
@@ -178,6 +179,25 @@ def open_credentials(
         raise SealError("sealed credentials are corrupt: unexpected content")
     register_secrets(values.values())
     return values
+
+
+def _wrap(key_provider: KeyProvider, data_key: bytes, aad: bytes) -> tuple[str, bytes]:
+    """``key_provider.wrap``, its failures counted (``relaykit_key_provider_errors_total``)."""
+    try:
+        return key_provider.wrap(data_key, aad)
+    except Exception:
+        KEY_PROVIDER_ERRORS.labels(key_provider.name, "wrap").inc()
+        raise
+
+
+def _unwrap(key_provider: KeyProvider, blob: SealedBlob, aad: bytes) -> bytes:
+    """``key_provider.unwrap`` of the blob's data key, its failures counted (a key it does
+    not hold, a tampered wrap, a KMS unreachable)."""
+    try:
+        return key_provider.unwrap(blob.key_id, blob.wrapped_key, aad)
+    except Exception:
+        KEY_PROVIDER_ERRORS.labels(key_provider.name, "unwrap").inc()
+        raise
 
 
 def _provider_for(blob: SealedBlob, key_provider: KeyProvider) -> KeyProvider:
@@ -202,8 +222,8 @@ def rewrap(sealed: bytes, context: SealContext, key_provider: KeyProvider) -> by
     if blob.key_provider == key_provider.name and blob.key_id == key_provider.primary_key_id:
         return None
     aad = context.associated_data()
-    data_key = _provider_for(blob, key_provider).unwrap(blob.key_id, blob.wrapped_key, aad)
-    key_id, wrapped = key_provider.wrap(data_key, aad)
+    data_key = _unwrap(_provider_for(blob, key_provider), blob, aad)
+    key_id, wrapped = _wrap(key_provider, data_key, aad)
     return msgspec.msgpack.encode(
         msgspec.structs.replace(
             blob, key_provider=key_provider.name, key_id=key_id, wrapped_key=wrapped

@@ -11,7 +11,8 @@ secret, store its events once, and apply them to the delivery attempts they are 
    deleted integration, a provider without a scheme, a secret not configured (Stripe
    without ``webhook_secret``), a bad or missing signature, a stale timestamp, a body the
    scheme does not expect, a plugin that failed. The same answer for all, so nobody learns
-   which ids exist. Each is counted by reason (:attr:`WebhookIntake.rejected`) and logged at
+   which ids exist. Each is counted by reason (:attr:`WebhookIntake.rejected`) and in the
+   ``relaykit_webhook_events_total`` metric (result ``rejected``, by provider), and logged at
    INFO with the reason alone: never the secret, the signature or the body.
 3. One transaction stores each event unless the integration already holds its dedupe key
    (the unique constraint decides between concurrent deliveries), and for each newly stored
@@ -48,6 +49,7 @@ from relaykit.catalog import Catalog
 from relaykit.dispatch import open_sealed
 from relaykit.errors import NotFoundError, RelaykitError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
+from relaykit.metrics import WEBHOOK_EVENTS
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_id, check_page, is_id
 from relaykit.providers import Provider
 from relaykit.sealing import KeyProvider
@@ -78,6 +80,8 @@ _LIMITS = {"dedupe_key": 255, "type": 255, "object_id": 255, "status": 32, "prov
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: How many integrations' opened credentials the intake keeps.
 OPENED_KEPT = 1024
+#: The provider label of a webhook whose integration (or its provider) is not known.
+UNKNOWN_PROVIDER = "unknown"
 
 
 class WebhookRejectedError(RelaykitError):
@@ -176,12 +180,18 @@ class WebhookIntake:
         try:
             found = target.scheme.receive(request, target.credentials, context)
         except WebhookRejected as exc:
-            raise self._reject("signature", integration_id, str(exc)[:200]) from None
+            raise self._reject(
+                "signature", integration_id, str(exc)[:200], provider=target.provider.name
+            ) from None
         except Exception as exc:  # a plugin's bug must not become a 500, nor leak its message
-            raise self._reject("plugin_error", integration_id, type(exc).__name__) from None
+            raise self._reject(
+                "plugin_error", integration_id, type(exc).__name__, provider=target.provider.name
+            ) from None
         events = _usable(found)
         if events is None:
-            raise self._reject("invalid_event", integration_id, target.provider.name)
+            raise self._reject(
+                "invalid_event", integration_id, target.provider.name, provider=target.provider.name
+            )
         try:
             received: Received = await self.database.transaction(
                 self._store, target, events, context.now
@@ -192,7 +202,16 @@ class WebhookIntake:
                 integration_id,
                 type(exc).__name__,
             )
+            WEBHOOK_EVENTS.labels(target.provider.name, "unavailable").inc()
             raise WebhookUnavailable from None
+        provider = target.provider.name
+        if received.applied:
+            WEBHOOK_EVENTS.labels(provider, "applied").inc(received.applied)
+        if received.duplicates:
+            WEBHOOK_EVENTS.labels(provider, "duplicate").inc(received.duplicates)
+        stored = received.events - received.applied - received.duplicates
+        if stored:
+            WEBHOOK_EVENTS.labels(provider, "stored").inc(stored)
         logger.info(
             "webhook to integration %s (%s): %d events, %d applied, %d repeats",
             integration_id,
@@ -208,6 +227,7 @@ class WebhookIntake:
             found = await integration_rows.webhook_target(self.database, integration_id)
         except _DATABASE_ERRORS as exc:
             logger.warning("looking up a webhook's integration failed: %s", type(exc).__name__)
+            WEBHOOK_EVENTS.labels(UNKNOWN_PROVIDER, "unavailable").inc()
             raise WebhookUnavailable from None
         if found is None:
             shown = integration_id if is_id(integration_id) else "(not an id)"
@@ -215,21 +235,31 @@ class WebhookIntake:
         tenant_id, provider_name, public, sealed = found
         provider = self.catalog.get(provider_name)
         if provider is None or provider.webhooks is None:
-            raise self._reject("no_scheme", integration_id, provider_name)
+            raise self._reject(
+                "no_scheme",
+                integration_id,
+                provider_name,
+                provider=provider_name if provider is not None else UNKNOWN_PROVIDER,
+            )
         try:
             secrets = await self._open(tenant_id, integration_id, provider_name, sealed)
         except RelaykitError as exc:  # a blob that cannot open: it never will
-            raise self._reject("credentials_unusable", integration_id, type(exc).__name__) from None
+            raise self._reject(
+                "credentials_unusable", integration_id, type(exc).__name__, provider=provider_name
+            ) from None
         except Exception as exc:  # a key provider's own failure (a KMS unreachable): retry
             logger.warning(
                 "opening the credentials of integration %s for a webhook failed: %s",
                 integration_id,
                 type(exc).__name__,
             )
+            WEBHOOK_EVENTS.labels(provider_name, "unavailable").inc()
             raise WebhookUnavailable from None
         credentials = {**public, **secrets}
         if not _has_secrets(provider.webhooks, credentials):
-            raise self._reject("secret_not_configured", integration_id, provider_name)
+            raise self._reject(
+                "secret_not_configured", integration_id, provider_name, provider=provider_name
+            )
         return _Target(integration_id, tenant_id, provider, provider.webhooks, credentials)
 
     async def _open(
@@ -251,9 +281,17 @@ class WebhookIntake:
             self._opened.move_to_end(key)
         return opened
 
-    def _reject(self, reason: str, integration_id: str, detail: str = "") -> WebhookRejectedError:
+    def _reject(
+        self,
+        reason: str,
+        integration_id: str,
+        detail: str = "",
+        *,
+        provider: str = UNKNOWN_PROVIDER,
+    ) -> WebhookRejectedError:
         """Count and log a rejection (the reason, never the secret, signature or body)."""
         self.rejected[reason] += 1
+        WEBHOOK_EVENTS.labels(provider, "rejected").inc()
         logger.info(
             "webhook to integration %s rejected: %s%s",
             integration_id,

@@ -7,7 +7,9 @@ It is a plain ASGI middleware rather than Litestar's ``AbstractAuthenticationMid
 it runs on every API request, and reading the one header straight from the scope, without
 building a connection and a header map, is a measurable part of a cached list's cost
 (docs/performance.md). What it sets is what Litestar's sets: ``scope["user"]`` (a
-:class:`Principal`, ``request.user`` in handlers) and ``scope["auth"]``.
+:class:`Principal`, ``request.user`` in handlers) and ``scope["auth"]``; and, for log lines
+and audit events, the context's actor (the token id), tenant and, when the path names one,
+integration (:mod:`relaykit.context`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import msgspec
 from litestar.exceptions import NotAuthorizedException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from relaykit.context import ACTOR, INTEGRATION_ID, TENANT_ID
+from relaykit.pagination import is_id
 from relaykit_server.state import services_of
 
 MAX_TOKEN_LENGTH = 200
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the tenant a valid token stands for."""
+    """Who is calling: the tenant a valid token stands for, and the token's id."""
 
     tenant_id: str
+    token_id: str = ""
 
 
 class BearerTokenMiddleware:
@@ -39,10 +44,19 @@ class BearerTokenMiddleware:
         # One request, one check for commits by others (the read cache's scope): the token
         # lookup and the request's own cached reads share it.
         with services.request_scope():
-            tenant_id = await services.authenticate(bearer_token(scope))
-            if tenant_id is None:
+            caller = await services.authenticate(bearer_token(scope))
+            if caller is None:
                 raise NotAuthorizedException()
-            scope["user"] = Principal(tenant_id)
+            tenant_id, token_id = caller
+            # For the request's log lines and audit events. Not reset here: the request-id
+            # middleware (relaykit_server.observability) restores them when the request
+            # ends, after its access line, which carries the tenant too.
+            ACTOR.set(token_id)
+            TENANT_ID.set(tenant_id)
+            integration_id = scope["path_params"].get("integration_id")
+            if integration_id is not None and is_id(integration_id):
+                INTEGRATION_ID.set(integration_id)
+            scope["user"] = Principal(tenant_id, token_id)
             scope["auth"] = None
             await self.app(scope, receive, send)
 

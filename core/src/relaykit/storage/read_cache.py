@@ -9,6 +9,9 @@ it serves repeated reads of an unchanged database, and never a stale one.
 Off (every call computes) on PostgreSQL, on an in-memory SQLite and with
 ``RELAYKIT_READ_CACHE=0``: nothing in one node can know that another node committed
 without asking the server.
+
+Each lookup of an enabled cache counts as a hit or a miss (``relaykit_read_cache_total``);
+an off cache counts nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Any, TypeVar, cast
+
+from relaykit.metrics import READ_CACHE_HIT, READ_CACHE_MISS
 
 T = TypeVar("T")
 
@@ -73,9 +78,13 @@ class ReadCache:
             state.entries.clear()
             state.version = version
         try:
-            return cast(T, state.entries[key])
+            value = cast(T, state.entries[key])
         except KeyError:
             pass
+        else:
+            READ_CACHE_HIT.inc()
+            return value
+        READ_CACHE_MISS.inc()
         value = await compute()
         # The version was read before compute() ran: a commit racing it makes the next call
         # miss, and a value computed while another call moved the version on is not kept.
