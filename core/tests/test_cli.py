@@ -35,7 +35,8 @@ def test_tenant_and_token_lifecycle(settings: Settings) -> None:
     assert made.exit_code == 0
     token = made.stdout.strip().splitlines()[-1]  # the contract: the token is the last line
     database = open_database(settings)
-    assert anyio.run(store.authenticate, database, token) == tenant_id
+    caller = anyio.run(store.authenticate, database, token)
+    assert caller is not None and caller.tenant_id == tenant_id
 
     listed = run(settings, ["tokens", "list", "--tenant", "acme"])
     assert "active" in listed.stdout and "ops" in listed.stdout

@@ -15,11 +15,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from relaykit import tenants as tenant_store
-from relaykit.ids import new_id
+from relaykit.ids import new_id, utcnow
 from relaykit.integrations import IntegrationService
 from relaykit.keys import LocalKeyring
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import SealContext, open_credentials
+from relaykit.sealing import SealContext, open_credentials, seal
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
 from relaykit.storage.models import integrations, metadata, operations
@@ -85,20 +85,47 @@ def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
         load_entrypoints=False, plugins=[("acme", OneProvider(make_provider()))]
     ).catalog()
     keyring = LocalKeyring.in_home(settings.home)
-    service = IntegrationService(database, catalog, keyring)
     made = []
     for number in range(5):
+        # Rows as 0001's code wrote them: today's service also writes tables 0001 lacks.
         tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"t{number}").id
-        body = {
+        integration_id = new_id()
+        sealed = anyio.run(
+            seal,
+            {"api_key": f"key-{number}-secret"},
+            SealContext(tenant_id, integration_id, "acme"),
+            keyring,
+        )
+        now = utcnow()
+        values = {
+            "id": integration_id,
+            "tenant_id": tenant_id,
             "provider": "acme",
-            "credentials": {"api_key": f"key-{number}-secret", "account": f"a{number}"},
+            "category": "messaging",
+            "status": "pending_verify",
             "enabled_capabilities": ["send_sms"],
+            "public_credentials": {"account": f"a{number}"},
+            "sealed_credentials": sealed,
+            "credentials_version": 1,
+            "metadata": {},
+            "verification": None,
+            "verify_attempts": 0,
+            "next_verify_at": now,
+            "verified_at": None,
+            "created_at": now,
+            "updated_at": now,
+            "deleted_at": None,
         }
-        view = anyio.run(service.create, tenant_id, body)
-        made.append((tenant_id, view))
+        database.transaction_blocking(
+            lambda conn, v=values: conn.execute(sa.insert(integrations).values(v))
+        )
+        made.append((tenant_id, integration_id))
 
     upgrade(database)
     assert current_revision(database) == head_revision()
+    service = IntegrationService(database, catalog, keyring)
+    before_views = [anyio.run(service.get, t, i) for t, i in made]
+    made = [(t, view) for (t, _), view in zip(made, before_views, strict=True)]
     for number, (tenant_id, before) in enumerate(made):
         after = anyio.run(service.get, tenant_id, before.id)
         assert after == before

@@ -32,6 +32,8 @@ LIST_FILTERS = {
     f"{API}/operations": {"capability", "status", "integration_id", "idempotency_key"},
     f"{API}/delivery-attempts": {"operation_id", "integration_id", "capability", "status"},
     f"{API}/webhook-events": {"integration_id", "type", "applied"},
+    f"{API}/audit-events": {"integration_id", "action", "actor", "since", "until"},
+    f"{API}/integrations/{{integration_id}}/events": set(),
 }
 #: Operations that act on a resource but take no body.
 NO_BODY = re.compile(r"/(activate|disable)$")

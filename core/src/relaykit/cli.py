@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -20,7 +19,8 @@ import anyio
 import click
 import msgspec
 
-from relaykit import __version__, redaction
+from relaykit import __version__, logs, redaction
+from relaykit import audit as audit_trail
 from relaykit import tenants as tenant_service
 from relaykit.catalog import Catalog, DuplicateProviderError
 from relaykit.errors import RelaykitError
@@ -204,14 +204,29 @@ def new_provider(name: str, directory: Path, display_name: str | None) -> None:
 
 @cli.command()
 @click.option("--concurrency", type=int, default=None, help="Checks in flight (default: settings).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this process's metrics (Prometheus text, any path) on this port.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @pass_state
-def worker(state: CliState, concurrency: int | None) -> None:
+def worker(
+    state: CliState, concurrency: int | None, metrics_port: int | None, metrics_host: str
+) -> None:
     """Run a verification worker on its own (for several processes on one database)."""
     settings = state.settings
     if concurrency is not None:
         if concurrency < 1:
             raise click.BadParameter("must be at least 1", param_hint="--concurrency")
         settings = msgspec.structs.replace(settings, worker_concurrency=concurrency)
+    if metrics_port is not None:
+        # The worker's own counts (verifications, lease reclaims, loop errors): the API's
+        # /metrics shows only its own process's, unless both share PROMETHEUS_MULTIPROC_DIR.
+        import prometheus_client
+
+        prometheus_client.start_http_server(metrics_port, addr=metrics_host)
     try:
         catalog = state.plugin_manager.catalog()
     except DuplicateProviderError as exc:
@@ -282,7 +297,18 @@ def keys_status(state: CliState) -> None:
 @pass_state
 def keys_rotate(state: CliState) -> None:
     """Make a new key the primary; old keys still unwrap until retired. Run rewrap next."""
-    key_id = _local_keyring(state).rotate()
+    keyring = _local_keyring(state)
+    previous = keyring.primary_key_id
+    key_id = keyring.rotate()
+    # The keyring is a file, not the database: the event is written right after it changed.
+    state.database.transaction_blocking(
+        audit_trail.record,
+        tenant_id=None,
+        action=audit_trail.KEYS_ROTATED,
+        resource_type="key",
+        resource_id=key_id,
+        details={"key_provider": "local", "primary_key_id": key_id, "previous_key_id": previous},
+    )
     click.echo(f"new primary key {key_id}; run 'relaykit keys rewrap' to move rows onto it")
 
 
@@ -325,6 +351,89 @@ def keys_retire(state: CliState, key_id: str) -> None:
     click.echo(f"retired key {key_id}")
 
 
+# -- audit -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """The audit trail: check its hash chains, list events."""
+
+
+def _chain_of(state: CliState, tenant_name: str | None) -> str | None:
+    if tenant_name is None:
+        return None
+    try:
+        return state.database.read_blocking(tenant_service.get_tenant, tenant_name).id
+    except RelaykitError as exc:
+        raise _fail(exc) from None
+
+
+@audit.command("verify")
+@click.option("--tenant", "tenant_name", default=None, help="Only this tenant's chain.")
+@pass_state
+def audit_verify(state: CliState, tenant_name: str | None) -> None:
+    """Recompute every chain's digests and links; exit 1 naming the first broken link of
+    each broken chain. Each chain's head (seq and digest) goes to stderr: keep them elsewhere
+    to detect events cut from a chain's end."""
+    chain = _chain_of(state, tenant_name)
+    reports = state.database.read_blocking(audit_trail.verify, chain)
+    events = sum(report.events for report in reports)
+    broken = [report for report in reports if report.broken is not None]
+    for report in reports:
+        click.echo(
+            f"chain {report.chain}: {report.events} events, head seq {report.head_seq} "
+            f"digest {report.head_digest}",
+            err=True,
+        )
+    for report in broken:
+        assert report.broken is not None
+        click.echo(
+            f"broken: chain {report.chain} at event {report.broken.event_id} "
+            f"(seq {report.broken.seq}): {report.broken.problem}"
+        )
+    if broken:
+        click.echo(f"{events} events in {len(reports)} chains: {len(broken)} broken")
+        raise click.exceptions.Exit(1)
+    click.echo(f"{events} events in {len(reports)} chains: intact")
+
+
+@audit.command("list")
+@click.option("--tenant", "tenant_name", required=True, help="The tenant whose events to list.")
+@click.option("--integration", "integration_id", default=None, help="Only this integration's.")
+@click.option("--action", default=None, help="Only this action (integration.created …).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100))
+@pass_state
+def audit_list(
+    state: CliState,
+    tenant_name: str,
+    integration_id: str | None,
+    action: str | None,
+    limit: int,
+) -> None:
+    """A tenant's newest events, one a line: time, seq, action, actor, resource, statuses."""
+    chain = _chain_of(state, tenant_name)
+    assert chain is not None
+    service = audit_trail.AuditService(state.database)
+    try:
+        page = anyio.run(
+            functools.partial(
+                service.list, chain, integration_id=integration_id, action=action, per_page=limit
+            )
+        )
+    except RelaykitError as exc:
+        raise _fail(exc) from None
+    for event in page.items:
+        moved = (
+            f" {event.status_before or '-'}->{event.status_after or '-'}"
+            if event.status_before or event.status_after
+            else ""
+        )
+        click.echo(
+            f"{event.created_at}  {event.seq:>6}  {event.action:<32} {event.actor:<26} "
+            f"{event.resource_type}:{event.resource_id or '-'}{moved}"
+        )
+
+
 # -- db ------------------------------------------------------------------------------------
 
 
@@ -358,14 +467,8 @@ def build_cli(plugin_manager: RelaykitPluginManager) -> click.Group:
 def main(argv: list[str] | None = None) -> None:
     redaction.install()
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if settings.log_level != "DEBUG":
-        # Alembic narrates every plugin it sets up at INFO on each start; its warnings stay.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    # text or JSON lines (RELAYKIT_LOG_FORMAT) on stderr; alembic at WARNING unless DEBUG
+    logs.setup(settings.log_level, settings.log_format)
     plugin_manager = get_plugin_manager()
     group = build_cli(plugin_manager)
     group.main(args=argv, prog_name="relaykit", obj=CliState(settings, plugin_manager))

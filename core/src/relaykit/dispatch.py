@@ -60,6 +60,7 @@ from relaykit.ledger import (
     settle,
 )
 from relaykit.lifecycle import Action, Status, VerificationRecord
+from relaykit.metrics import DISPATCH_ATTEMPTS, FALLBACKS
 from relaykit.operations import OperationContext, OperationOutcome, OperationResult, run_operation
 from relaykit.provider_http import ProviderClients
 from relaykit.routing import RouteCandidate, RoutingService
@@ -248,6 +249,7 @@ class Dispatcher:
                 if fresh is None:
                     continue
                 candidate = fresh
+                FALLBACKS.labels(run.capability).inc()  # its try is recorded: it is taken
             assert attempt is not None
             result, ended = await self._try(run, candidate, attempt)
             finished.append({**attempt, **ended})
@@ -314,6 +316,7 @@ class Dispatcher:
         result = await self._call(run, candidate)
         duration_ms = round((time.perf_counter() - clock) * 1000, 3)
         succeeded = result.outcome is OperationOutcome.SUCCEEDED
+        DISPATCH_ATTEMPTS.labels(candidate.provider, run.capability, result.outcome.value).inc()
         now = utcnow()
         ended = {
             "status": SUCCEEDED if succeeded else FAILED,
@@ -530,7 +533,10 @@ class Dispatcher:
         if object_id is not None:
             self._apply_early_events(conn, attempt, object_id)
         if refusal is not None:
+            from relaykit import audit  # the trail's helper; kept local to this branch
+
             integration_id, version, record = refusal
+            now = utcnow()
             # Only an integration still active with the credentials refused moves: one
             # disabled or re-credentialed meanwhile keeps what the tenant did.
             if integration_rows.change_status(
@@ -539,9 +545,26 @@ class Dispatcher:
                 Action.PROVIDER_AUTH_FAILED,
                 current=Status.ACTIVE,
                 verification=record,
-                now=utcnow(),
+                now=now,
                 only_if={"credentials_version": version},
             ):
+                # the audit event, in this transaction; the actor is the request's token
+                audit.record(
+                    conn,
+                    tenant_id=run.tenant_id,
+                    action=audit.INTEGRATION_PROVIDER_REFUSED,
+                    resource_type="integration",
+                    resource_id=integration_id,
+                    integration_id=integration_id,
+                    status_before=Status.ACTIVE.value,
+                    status_after=Status.ERROR.value,
+                    details={
+                        "capability": run.capability,
+                        "operation_id": run.operation_id,
+                        "error": record.error,
+                    },
+                    now=now,
+                )
                 logger.warning(
                     "integration %s moved to error: credentials refused during an operation",
                     integration_id,

@@ -7,6 +7,10 @@ validation (:mod:`relaykit.validation`), sealing (:mod:`relaykit.sealing`) and s
 database transaction (a key provider may be a network service), so a PATCH of credentials
 reads the row, seals, and writes only if the row still holds the credentials it read;
 if a concurrent write got there first it starts again (:meth:`IntegrationService.update`).
+
+Every change that sticks appends its audit event (:mod:`relaykit.audit`) in the same
+transaction: created, credentials replaced (the field names), updated (which fields),
+activated, disabled, deleted. A PATCH that changes nothing records nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 
+from relaykit import audit
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import new_id, utcnow
-from relaykit.lifecycle import Action, Status
+from relaykit.lifecycle import Action, Status, next_status
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
 from relaykit.providers import STANDARD_CATEGORIES, Provider
 from relaykit.sealing import KeyProvider, SealContext, seal, unseal
@@ -70,6 +75,36 @@ NOT_FOUND_MESSAGE = "Integration not found."
 STATUS_NAMES = [status.value for status in Status]
 #: How often a PATCH of credentials starts again when a concurrent write changed the row.
 UPDATE_TRIES = 5
+
+
+_MOVE_ACTIONS = {
+    Action.ACTIVATE: audit.INTEGRATION_ACTIVATED,
+    Action.DISABLE: audit.INTEGRATION_DISABLED,
+}
+
+
+def _edit_details(row: sa.Row[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """What a PATCH changes besides credentials, for its audit event: the fields whose value
+    differs from the stored one, the capabilities before and after, the metadata keys
+    changed (names only: a tenant's metadata values stay out of the trail)."""
+    details: dict[str, Any] = {}
+    fields = []
+    capabilities = values.get("enabled_capabilities")
+    if capabilities is not None and list(capabilities) != list(row.enabled_capabilities):
+        fields.append("enabled_capabilities")
+        details["enabled_capabilities"] = {
+            "before": list(row.enabled_capabilities),
+            "after": list(capabilities),
+        }
+    metadata = values.get("metadata")
+    if metadata is not None:
+        keys = audit.changed_keys(row.metadata or {}, metadata)
+        if keys:
+            fields.append("metadata")
+            details["metadata_keys"] = keys
+    if fields:
+        details["fields"] = fields
+    return details
 
 
 class IntegrationService:
@@ -153,8 +188,31 @@ class IntegrationService:
             "updated_at": now,
             "deleted_at": None,
         }
-        # The partial unique index decides: one statement inserts unless a live row exists.
-        if not await self.database.transaction(rows.insert_if_new, values):
+        event = {
+            "provider": request.provider.name,
+            "enabled_capabilities": request.enabled_capabilities,
+            "credential_fields": sorted({*request.public, *request.secret}),
+            "metadata_keys": sorted(request.metadata),
+        }
+
+        def insert(conn: sa.Connection) -> bool:
+            # The partial unique index decides: one statement inserts unless a live row exists.
+            if not rows.insert_if_new(conn, values):
+                return False
+            audit.record(
+                conn,
+                tenant_id=tenant_id,
+                action=audit.INTEGRATION_CREATED,
+                resource_type="integration",
+                resource_id=integration_id,
+                integration_id=integration_id,
+                status_after=Status.PENDING_VERIFY.value,
+                details=event,
+                now=now,
+            )
+            return True
+
+        if not await self.database.transaction(insert):
             raise ValidationError({"provider": [DUPLICATE_MESSAGE]})
         logger.info(
             "integration %s created for tenant %s (provider %s, fields %s)",
@@ -187,11 +245,12 @@ class IntegrationService:
             values["enabled_capabilities"] = request.enabled_capabilities
         if request.metadata is not None:
             values["metadata"] = request.metadata
-        credentials = (
+        credentials, credential_fields = (
             await self._credential_changes(row, provider, request.credentials, now)
             if request.credentials
-            else {}
+            else ({}, [])
         )
+        edited = _edit_details(row, values)
 
         def write(conn: sa.Connection) -> sa.Row[Any] | None:
             if credentials:
@@ -209,7 +268,35 @@ class IntegrationService:
                 moved = rows.update_fields(conn, row.id, {**values, "updated_at": now})
             else:
                 moved = True
-            return rows.find(conn, tenant_id, row.id) if moved else None
+            if not moved:
+                return None
+            if credentials:
+                audit.record(
+                    conn,
+                    tenant_id=tenant_id,
+                    action=audit.INTEGRATION_CREDENTIALS_REPLACED,
+                    resource_type="integration",
+                    resource_id=row.id,
+                    integration_id=row.id,
+                    status_before=row.status,
+                    status_after=Status.PENDING_VERIFY.value,
+                    details={"credential_fields": list(credential_fields), **edited},
+                    now=now,
+                )
+            elif edited:
+                audit.record(
+                    conn,
+                    tenant_id=tenant_id,
+                    action=audit.INTEGRATION_UPDATED,
+                    resource_type="integration",
+                    resource_id=row.id,
+                    integration_id=row.id,
+                    status_before=row.status,
+                    status_after=row.status,
+                    details=edited,
+                    now=now,
+                )
+            return rows.find(conn, tenant_id, row.id)
 
         written = await self.database.transaction(write)
         if written is None:
@@ -224,8 +311,9 @@ class IntegrationService:
 
     async def _credential_changes(
         self, row: sa.Row[Any], provider: Provider, sent: dict[str, Any], now: dt.datetime
-    ) -> dict[str, Any]:
-        """New credential columns for ``sent`` merged over the stored values, or ``{}``.
+    ) -> tuple[dict[str, Any], Sequence[str]]:
+        """New credential columns for ``sent`` merged over the stored values, or ``{}``; and
+        the names of the fields whose values changed (for the audit event, never the values).
 
         Fields not sent keep their stored values; an optional field sent as null is removed.
         Changed values re-seal (a new data key) and queue a new verification. Values equal
@@ -243,9 +331,11 @@ class IntegrationService:
         secret = {**stored_secret, **sent_secret}
         public = {k: v for k, v in public.items() if v is not None}
         secret = {k: v for k, v in secret.items() if v is not None}
-        changed = public != row.public_credentials or secret != stored_secret
+        changed = audit.changed_keys(row.public_credentials, public) + audit.changed_keys(
+            stored_secret, secret
+        )
         if not changed and row.status != Status.ERROR.value:
-            return {}
+            return {}, []
         return {
             "public_credentials": public,
             "sealed_credentials": await seal(secret, context, self.key_provider)
@@ -257,12 +347,28 @@ class IntegrationService:
             "next_verify_at": now,
             "lease_owner": None,
             "lease_expires_at": None,
-        }
+        }, sorted(changed)
 
     async def delete(self, tenant_id: str, integration_id: str) -> None:
-        if not await self.database.transaction(
-            rows.soft_delete, tenant_id, integration_id, utcnow()
-        ):
+        def apply(conn: sa.Connection) -> bool:
+            row = rows.find(conn, tenant_id, integration_id)
+            now = utcnow()
+            if row is None or not rows.soft_delete(conn, tenant_id, integration_id, now):
+                return False
+            audit.record(
+                conn,
+                tenant_id=tenant_id,
+                action=audit.INTEGRATION_DELETED,
+                resource_type="integration",
+                resource_id=row.id,
+                integration_id=row.id,
+                status_before=row.status,
+                details={"provider": row.provider},
+                now=now,
+            )
+            return True
+
+        if not await self.database.transaction(apply):
             raise NotFoundError(NOT_FOUND_MESSAGE)
 
     async def activate(self, tenant_id: str, integration_id: str) -> Integration:
@@ -276,10 +382,22 @@ class IntegrationService:
             row = self._row(conn, tenant_id, integration_id)
             # In one write transaction the row cannot change between the read and the move
             # on SQLite; on PostgreSQL a concurrent move makes this one a 409, not a lost one.
+            now = utcnow()
             if not rows.change_status(
-                conn, row.id, action, current=row.status, verification="keep", now=utcnow()
+                conn, row.id, action, current=row.status, verification="keep", now=now
             ):
                 raise ConflictError("The integration changed meanwhile; send the request again.")
+            audit.record(
+                conn,
+                tenant_id=tenant_id,
+                action=_MOVE_ACTIONS[action],
+                resource_type="integration",
+                resource_id=row.id,
+                integration_id=row.id,
+                status_before=row.status,
+                status_after=next_status(action, row.status).value,
+                now=now,
+            )
             logger.info("integration %s: %s from %s", row.id, action, row.status)
             return self._row(conn, tenant_id, integration_id)
 

@@ -15,17 +15,24 @@ Decisions (docs/routing.md explains them to users):
   ``is_default: true`` makes it the default and clears the flag on the previous one, in
   the same transaction: "make this the default" is one call.
 * No rule for a capability, or no usable integration in any rule: ``no_active_provider``.
+* Each write appends its audit event (:mod:`relaykit.audit`) in its transaction:
+  ``routing_rule.created`` (the rule's fields), ``routing_rule.updated`` (the fields that
+  changed, before and after; an update that changes nothing records nothing),
+  ``routing_rule.deleted`` (the fields it had). The event's ``integration_id`` is the
+  rule's (new) integration.
 """
 
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 
+from relaykit import audit
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
@@ -66,6 +73,28 @@ def _view(row: Any) -> RoutingRule:
     )
 
 
+def _record(
+    conn: sa.Connection,
+    tenant_id: str,
+    action: str,
+    rule_id: str,
+    values: dict[str, Any],
+    details: dict[str, Any],
+    now: dt.datetime,
+) -> None:
+    """A rule's audit event (its fields are configuration, never secret)."""
+    audit.record(
+        conn,
+        tenant_id=tenant_id,
+        action=action,
+        resource_type="routing_rule",
+        resource_id=rule_id,
+        integration_id=values["integration_id"],
+        details=details,
+        now=now,
+    )
+
+
 class RoutingService:
     def __init__(self, database: Database, catalog: Catalog) -> None:
         self.database = database
@@ -90,6 +119,7 @@ class RoutingService:
                     **values,
                 },
             )
+            _record(conn, tenant_id, audit.ROUTING_RULE_CREATED, rule_id, values, dict(values), now)
             return _view(self._row(conn, tenant_id, rule_id))
 
         return await self._write_rule(apply)
@@ -108,6 +138,15 @@ class RoutingService:
                     "The routing rule was changed by another request meanwhile; send the "
                     "request again."
                 )
+            before = {key: getattr(current, key) for key in RULE_FIELDS}
+            changed = [key for key in RULE_FIELDS if before[key] != values[key]]
+            if changed:
+                details = {
+                    "fields": changed,
+                    "before": {key: before[key] for key in changed},
+                    "after": {key: values[key] for key in changed},
+                }
+                _record(conn, tenant_id, audit.ROUTING_RULE_UPDATED, rule_id, values, details, now)
             return _view(self._row(conn, tenant_id, rule_id))
 
         return await self._write_rule(apply)
@@ -127,8 +166,10 @@ class RoutingService:
 
     async def delete(self, tenant_id: str, rule_id: str) -> None:
         def apply(conn: sa.Connection) -> None:
-            self._row(conn, tenant_id, rule_id)
+            row = self._row(conn, tenant_id, rule_id)
             rule_rows.delete(conn, rule_id)
+            values = {key: getattr(row, key) for key in RULE_FIELDS}
+            _record(conn, tenant_id, audit.ROUTING_RULE_DELETED, rule_id, values, values, utcnow())
 
         await self.database.transaction(apply)
 

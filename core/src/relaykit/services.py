@@ -17,7 +17,8 @@ from typing import TypeVar
 
 import httpx
 
-from relaykit import tenants
+from relaykit import metrics, tenants
+from relaykit.audit import AuditService
 from relaykit.catalog import Catalog
 from relaykit.deliveries import DeliveryAttemptService
 from relaykit.dispatch import Dispatcher
@@ -25,6 +26,7 @@ from relaykit.integrations import IntegrationService
 from relaykit.keys import load_key_provider
 from relaykit.ledger import OperationService
 from relaykit.plugins import RelaykitPluginManager
+from relaykit.readiness import Readiness, ReadinessProbe
 from relaykit.routing import RoutingService
 from relaykit.sealing import KeyProvider
 from relaykit.settings import Settings
@@ -63,12 +65,20 @@ class Services:
             on_pending=self.worker.wake if self.worker is not None else None,
         )
         self.routing = RoutingService(database, catalog)
+        #: the audit trail's reads (its writes happen in each change's own transaction)
+        self.audit = AuditService(database)
         self.dispatcher = Dispatcher(
             settings, database, catalog, key_provider, self.routing, transport=transport
         )
         self.deliveries = DeliveryAttemptService(database, catalog)
         self.operations = OperationService(database, catalog)
         self.webhooks = WebhookIntake(settings, database, catalog, key_provider)
+        self._readiness = ReadinessProbe(
+            database,
+            key_provider,
+            worker_owner=self.worker.owner if self.worker is not None else None,
+            heartbeat_interval=settings.worker_heartbeat,
+        )
 
     @classmethod
     def open(cls, settings: Settings, plugin_manager: RelaykitPluginManager) -> Services:
@@ -93,9 +103,18 @@ class Services:
         )
         return cls(settings, catalog, database, key_provider)
 
-    async def authenticate(self, token: str | None) -> str | None:
-        """The tenant a bearer token stands for, or ``None`` (see :func:`tenants.authenticate`)."""
+    async def readiness(self) -> Readiness:
+        """Whether this process can do its work now, check by check (relaykit.readiness)."""
+        return await self._readiness.run()
+
+    async def authenticate(self, token: str | None) -> tenants.Caller | None:
+        """The tenant a bearer token stands for and the token's id, or ``None`` (see
+        :func:`tenants.authenticate`)."""
         return await tenants.authenticate(self._database, token)
+
+    async def verification_queue(self) -> metrics.QueueCollector:
+        """The verification queue's gauges for one ``/metrics`` scrape (one bounded read)."""
+        return await metrics.read_queue(self._database)
 
     def request_scope(self) -> contextlib.AbstractContextManager[None]:
         """One snapshot check per request for :meth:`cached` (see storage.read_cache)."""

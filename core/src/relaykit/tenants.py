@@ -16,10 +16,12 @@ import hashlib
 import hmac
 import re
 import secrets
+from typing import NamedTuple
 
 import msgspec
 import sqlalchemy as sa
 
+from relaykit import audit
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import new_id, utcnow
 from relaykit.storage import tenants as tenant_rows
@@ -36,6 +38,14 @@ class TenantRecord(msgspec.Struct, frozen=True):
     id: str
     name: str
     created_at: dt.datetime
+
+
+class Caller(NamedTuple):
+    """Who a valid bearer token stands for: its tenant, and the token's id (the actor of
+    what the request changes)."""
+
+    tenant_id: str
+    token_id: str
 
 
 class TokenRecord(msgspec.Struct, frozen=True):
@@ -90,6 +100,15 @@ def create_token(
         label=label,
         created_at=now,
     )
+    audit.record(  # in the same transaction; the actor is the context's (``cli``)
+        conn,
+        tenant_id=tenant.id,
+        action=audit.TOKEN_CREATED,
+        resource_type="token",
+        resource_id=token_id,
+        details={"label": label},
+        now=now,
+    )
     record = TokenRecord(token_id, tenant.id, tenant.name, label, now, None)
     return record, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
@@ -113,14 +132,23 @@ def revoke_token(conn: sa.Connection, token_or_id: str) -> TokenRecord:
     if revoked_at is None:
         revoked_at = utcnow()
         token_rows.revoke(conn, token_id, revoked_at)
+        audit.record(  # only the first revoke is an event: a repeat changes nothing
+            conn,
+            tenant_id=row.tenant_id,
+            action=audit.TOKEN_REVOKED,
+            resource_type="token",
+            resource_id=row.id,
+            details={"label": row.label},
+            now=revoked_at,
+        )
     return TokenRecord(
         row.id, row.tenant_id, row.tenant_name, row.label, row.created_at, revoked_at
     )
 
 
-async def authenticate(db: Database, token: str | None) -> str | None:
-    """The tenant id a bearer token stands for, or ``None`` (missing, malformed, unknown or
-    revoked).
+async def authenticate(db: Database, token: str | None) -> Caller | None:
+    """The tenant a bearer token stands for and the token's id, or ``None`` (missing,
+    malformed, unknown or revoked).
 
     Where the read cache is on (SQLite), the answer is kept until the next commit to the
     database by anyone, so a token created or revoked is seen by the next request; it is
@@ -132,13 +160,13 @@ async def authenticate(db: Database, token: str | None) -> str | None:
     return await db.cached(("token", digest), lambda: _check(db, token))
 
 
-async def _check(db: Database, token: str) -> str | None:
+async def _check(db: Database, token: str) -> Caller | None:
     match = _TOKEN_PATTERN.match(token)
     # A malformed token looks up an id no row has, so it costs what an unknown one costs.
     row = await token_rows.check_row(db, match.group(1) if match else "")
     secret = match.group(2) if match else token
     stored = row[1] if row is not None else _DUMMY_HASH
     matches = hmac.compare_digest(_hash_secret(secret), stored)
-    if row is None or not matches or row[2] is not None:
+    if row is None or not matches or row[2] is not None or match is None:
         return None
-    return str(row[0])
+    return Caller(str(row[0]), match.group(1))

@@ -21,6 +21,8 @@ from msgspec import UNSET, UnsetType
 
 __all__ = [
     "UNSET",
+    "AuditEvent",
+    "AuditEventPage",
     "CreateIntegration",
     "CreateRoutingRule",
     "CredentialFieldInfo",
@@ -172,6 +174,31 @@ class WebhookEvent(msgspec.Struct, frozen=True):
     attempt_count: int
 
 
+class AuditEvent(msgspec.Struct, frozen=True):
+    """One change to the tenant's configuration, who made it and when (docs/audit.md).
+
+    ``actor`` is the id of the token whose request made the change, ``worker`` (the
+    verification worker) or ``cli`` (the command line); ``details`` names what changed,
+    never a credential's value. ``seq``, ``prev_digest`` and ``digest`` link the tenant's
+    events into a hash chain (``relaykit audit verify`` checks it).
+    """
+
+    id: str
+    action: str
+    actor: str
+    request_id: str | None
+    resource_type: str
+    resource_id: str | None
+    integration_id: str | None
+    status_before: str | None
+    status_after: str | None
+    details: dict[str, Any]
+    created_at: str
+    seq: int
+    prev_digest: str
+    digest: str
+
+
 class WebhookReceipt(msgspec.Struct, frozen=True):
     """What a webhook delivery did: the events it held, how many of them moved an attempt,
     and how many were repeats of events already stored."""
@@ -302,6 +329,12 @@ class WebhookEventEnvelope(_Success, frozen=True, kw_only=True):
 
 class WebhookEventPage(_Success, frozen=True, kw_only=True):
     data: list[WebhookEvent]
+    meta: PageMeta
+    links: PageLinks
+
+
+class AuditEventPage(_Success, frozen=True, kw_only=True):
+    data: list[AuditEvent]
     meta: PageMeta
     links: PageLinks
 

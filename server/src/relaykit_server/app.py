@@ -6,22 +6,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Literal
 
 import anyio
-import msgspec
-from litestar import Litestar, Router, get
+from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 import relaykit
-from relaykit import redaction
+from relaykit import logs
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.services import Services
 from relaykit.settings import Settings
-from relaykit.wire import NoMeta
+from relaykit_server import observability
 from relaykit_server.auth import BearerTokenMiddleware
+from relaykit_server.controllers.audit import AuditEventsController, IntegrationEventsController
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
 from relaykit_server.controllers.routing import (
@@ -29,33 +28,19 @@ from relaykit_server.controllers.routing import (
     OperationsController,
     RoutingRulesController,
 )
+from relaykit_server.controllers.service import health, ready
 from relaykit_server.controllers.webhooks import (
     IntegrationWebhookController,
     WebhookEventsController,
     receive_webhook,
 )
 from relaykit_server.errors import EXCEPTION_HANDLERS
+from relaykit_server.observability import metrics_endpoint
 from relaykit_server.openapi import CompletedJson, complete_app_document
 
 logger = logging.getLogger("relaykit.server")
 
 API_PREFIX = "/api/v1"
-
-
-class Liveness(msgspec.Struct, frozen=True):
-    status: str
-
-
-class HealthEnvelope(msgspec.Struct, frozen=True, kw_only=True):
-    success: Literal[True] = True
-    message: str
-    data: Liveness
-    meta: NoMeta = NoMeta()
-
-
-@get("/health", summary="Liveness: the process answers", tags=["service"], operation_id="health")
-async def health() -> HealthEnvelope:
-    return HealthEnvelope(message="OK", data=Liveness("ok"))
 
 
 def create_app(
@@ -69,7 +54,9 @@ def create_app(
             one built with ``make_plugin_manager(plugins=...)``.
     """
     settings = settings or Settings.from_env()
-    redaction.install()  # every log record of the process passes the one redaction step
+    # every log record of the process passes the one redaction step and carries the
+    # request's ids (relaykit.logs)
+    logs.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -98,12 +85,14 @@ def create_app(
             DeliveryAttemptsController,
             WebhookEventsController,
             IntegrationWebhookController,
+            AuditEventsController,
+            IntegrationEventsController,
         ],
         middleware=[DefineMiddleware(BearerTokenMiddleware)],
         security=[{"bearer": []}],
     )
-    return Litestar(
-        route_handlers=[api, health, receive_webhook],
+    app = Litestar(
+        route_handlers=[api, health, ready, receive_webhook, metrics_endpoint],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
@@ -124,3 +113,6 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    # X-Request-ID, the request's log context, its metrics and access line: around the
+    # whole app, unmatched paths included (relaykit_server.observability says why)
+    return observability.install(app)

@@ -17,6 +17,8 @@ docs/client.md is the guide.
 
 from relaykit.client._async import AsyncClient
 from relaykit.client._calls import (
+    AuditEventFilters,
+    AuditEventQuery,
     DeliveryAttemptFilters,
     DeliveryAttemptQuery,
     IntegrationChanges,
@@ -46,6 +48,8 @@ from relaykit.client.errors import (
 )
 from relaykit.wire import (
     UNSET,
+    AuditEvent,
+    AuditEventPage,
     DeliveryAttempt,
     DeliveryAttemptPage,
     Integration,
@@ -64,6 +68,10 @@ __all__ = [
     "UNSET",
     "ApiError",
     "AsyncClient",
+    "AuditEvent",
+    "AuditEventFilters",
+    "AuditEventPage",
+    "AuditEventQuery",
     "Client",
     "Conflict",
     "DeliveryAttempt",

@@ -190,3 +190,25 @@ class AsyncClient(ClientBase[httpx.AsyncClient, httpx.AsyncBaseTransport]):
 
     async def get_integration_webhook(self, integration_id: str) -> wire.IntegrationWebhook:
         return (await self._send(_calls.get_integration_webhook(integration_id))).data
+
+    # -- the audit trail --------------------------------------------------------------------
+
+    async def list_audit_events(
+        self, **query: Unpack[_calls.AuditEventQuery]
+    ) -> wire.AuditEventPage:
+        return await self._send(_calls.AUDIT_EVENT_LIST.page(query))
+
+    def iter_audit_events(
+        self, **filters: Unpack[_calls.AuditEventFilters]
+    ) -> AsyncIterator[wire.AuditEvent]:
+        return self._iterate(_calls.AUDIT_EVENT_LIST.first(filters))
+
+    async def list_integration_events(
+        self, integration_id: str, **query: Unpack[_calls.IntegrationEventQuery]
+    ) -> wire.AuditEventPage:
+        return await self._send(_calls.integration_event_list(integration_id).page(query))
+
+    def iter_integration_events(
+        self, integration_id: str, **filters: Unpack[_calls.IntegrationEventFilters]
+    ) -> AsyncIterator[wire.AuditEvent]:
+        return self._iterate(_calls.integration_event_list(integration_id).first(filters))

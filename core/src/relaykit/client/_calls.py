@@ -22,6 +22,7 @@ from relaykit import __version__
 from relaykit.client.errors import UnexpectedResponse, error_from_response
 from relaykit.wire import (
     UNSET,
+    AuditEventPage,
     CreateIntegration,
     CreateRoutingRule,
     Deleted,
@@ -49,6 +50,7 @@ ROUTING_RULES = f"{API}/routing-rules"
 OPERATIONS = f"{API}/operations"
 DELIVERY_ATTEMPTS = f"{API}/delivery-attempts"
 WEBHOOK_EVENTS = f"{API}/webhook-events"
+AUDIT_EVENTS = f"{API}/audit-events"
 
 E = TypeVar("E")
 E_co = TypeVar("E_co", covariant=True)
@@ -123,6 +125,27 @@ class WebhookEventFilters(TypedDict, total=False):
 
 
 class WebhookEventQuery(WebhookEventFilters, total=False):
+    page: int | None
+
+
+class AuditEventFilters(TypedDict, total=False):
+    integration_id: str | None
+    action: str | None  # integration.created, routing_rule.updated, … (docs/audit.md)
+    actor: str | None  # a token id, "worker" or "cli"
+    since: str | None  # ISO 8601: 2026-01-10T08:45:00Z
+    until: str | None
+    per_page: int | None
+
+
+class AuditEventQuery(AuditEventFilters, total=False):
+    page: int | None
+
+
+class IntegrationEventFilters(TypedDict, total=False):
+    per_page: int | None
+
+
+class IntegrationEventQuery(IntegrationEventFilters, total=False):
     page: int | None
 
 
@@ -290,6 +313,13 @@ DELIVERY_ATTEMPT_LIST = Listing(
 WEBHOOK_EVENT_LIST = Listing(
     WEBHOOK_EVENTS, WebhookEventPage, WebhookEventQuery, WebhookEventFilters
 )
+AUDIT_EVENT_LIST = Listing(AUDIT_EVENTS, AuditEventPage, AuditEventQuery, AuditEventFilters)
+
+
+def integration_event_list(integration_id: str) -> Listing[AuditEventPage]:
+    """``GET /integrations/{id}/events``: one integration's audit events."""
+    path = f"{INTEGRATIONS}/{_segment(integration_id)}/events"
+    return Listing(path, AuditEventPage, IntegrationEventQuery, IntegrationEventFilters)
 
 
 def list_providers() -> Call[ProviderList]:

@@ -221,3 +221,26 @@ class Client(ClientBase[httpx.Client, httpx.BaseTransport]):
     def get_integration_webhook(self, integration_id: str) -> wire.IntegrationWebhook:
         """Where the integration receives webhooks: the URL to give its provider."""
         return self._send(_calls.get_integration_webhook(integration_id)).data
+
+    # -- the audit trail --------------------------------------------------------------------
+
+    def list_audit_events(self, **query: Unpack[_calls.AuditEventQuery]) -> wire.AuditEventPage:
+        """One page of the tenant's audit events, newest first (``integration_id``,
+        ``action``, ``actor``, ``since``, ``until``, ``page``, ``per_page``)."""
+        return self._send(_calls.AUDIT_EVENT_LIST.page(query))
+
+    def iter_audit_events(
+        self, **filters: Unpack[_calls.AuditEventFilters]
+    ) -> Iterator[wire.AuditEvent]:
+        return self._iterate(_calls.AUDIT_EVENT_LIST.first(filters))
+
+    def list_integration_events(
+        self, integration_id: str, **query: Unpack[_calls.IntegrationEventQuery]
+    ) -> wire.AuditEventPage:
+        """One page of an integration's audit events, newest first (a deleted one's too)."""
+        return self._send(_calls.integration_event_list(integration_id).page(query))
+
+    def iter_integration_events(
+        self, integration_id: str, **filters: Unpack[_calls.IntegrationEventFilters]
+    ) -> Iterator[wire.AuditEvent]:
+        return self._iterate(_calls.integration_event_list(integration_id).first(filters))

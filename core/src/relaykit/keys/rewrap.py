@@ -1,4 +1,8 @@
-"""Moving sealed rows onto the primary key, online; and counting which key wraps which rows."""
+"""Moving sealed rows onto the primary key, online; and counting which key wraps which rows.
+
+A rewrap run ends with one ``keys.rewrapped`` event on the audit trail's ``system`` chain
+(:mod:`relaykit.audit`) with its counts: the run moves rows in many transactions of its own,
+so the event is one more at the end, not part of each batch's."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from relaykit import audit
 from relaykit.errors import RelaykitError
 from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, read_blob, rewrap
 from relaykit.storage import integrations as rows
@@ -58,6 +63,7 @@ async def rewrap_all(
     noticed the rotation.
     """
     progress = RewrapProgress()
+    primary = key_provider.primary_key_id
     while True:
         moved_this_pass = 0
         last_id = ""
@@ -72,6 +78,19 @@ async def rewrap_all(
             moved_this_pass += done
             on_batch(len(batch))
         if moved_this_pass == 0:
+            await database.transaction(
+                audit.record,
+                tenant_id=None,
+                action=audit.KEYS_REWRAPPED,
+                resource_type="key",
+                # a KMS's key id (an ARN) is longer than an id column: details has it
+                resource_id=primary if len(primary) <= 26 else None,
+                details={
+                    "key_provider": key_provider.name,
+                    "primary_key_id": primary,
+                    **msgspec.structs.asdict(progress),
+                },
+            )
             return progress
 
 
