@@ -86,10 +86,10 @@ def test_a_worker_process_serves_its_own_metrics(home: Path, tmp_path: Path) -> 
             return None
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if (
-                    sample.name == "relaykit_verifications_total"
-                    and sample.labels == {"provider": "stripe", "outcome": "accepted"}
-                ):
+                if sample.name == "relaykit_verifications_total" and sample.labels == {
+                    "provider": "stripe",
+                    "outcome": "accepted",
+                }:
                     return sample.value
         return 0.0
 

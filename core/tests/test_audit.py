@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from relaykit import audit, tenants
+from relaykit import integrations as integrations_module
 from relaykit.catalog import Catalog
 from relaykit.context import bound
 from relaykit.errors import NotFoundError, ValidationError
@@ -234,23 +235,30 @@ def test_tokens_created_and_revoked_once(database: Database) -> None:
     assert all(secret not in json.dumps(e["details"]) for e in events)
 
 
-async def test_a_rewrap_run_is_one_system_event_with_its_counts(
+async def test_a_rewrap_records_each_batch_with_the_rows_it_moved(
     database: Database, service: IntegrationService, settings: Settings
 ) -> None:
-    tenant_id = tenant(database)
-    await service.create(tenant_id, body())
+    """Each batch's event is written with its rows: a run stopped half-way leaves a trail of
+    what it did; a run with nothing to move records nothing."""
+    tenant_ids = [tenant(database, f"t{n}") for n in range(3)]
+    for tenant_id in tenant_ids:
+        await service.create(tenant_id, body())
     keyring = LocalKeyring.in_home(settings.home)
     keyring.rotate()
-    await rewrap_all(database, keyring)
-    [event] = rows_of(database, audit.SYSTEM_CHAIN)
-    assert event["tenant_id"] is None and event["action"] == "keys.rewrapped"
-    assert event["details"] == {
+    await rewrap_all(database, keyring, batch_size=2)
+    events = rows_of(database, audit.SYSTEM_CHAIN)
+    assert [e["action"] for e in events] == ["keys.rewrapped", "keys.rewrapped"]
+    assert [e["details"]["rewrapped"] for e in events] == [2, 1]
+    assert events[0]["tenant_id"] is None
+    assert events[0]["details"] == {
         "key_provider": "local",
         "primary_key_id": keyring.primary_key_id,
-        "rewrapped": 1,
+        "rewrapped": 2,
         "skipped": 0,
         "failed": 0,
     }
+    await rewrap_all(database, keyring)  # nothing left to move: no event
+    assert len(rows_of(database, audit.SYSTEM_CHAIN)) == 2
     assert database.read_blocking(audit.verify, audit.SYSTEM_CHAIN)[0].broken is None
 
 
@@ -497,3 +505,31 @@ def test_deferred_checks_are_not_events_final_ones_are(
         "gave_up": True,
         "error": "gave up: 503",
     }
+
+
+async def test_a_patch_racing_another_records_what_it_changed_from_the_row_it_wrote_over(
+    database: Database, service: IntegrationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A metadata PATCH reads the row, then writes: if another write lands in between, it
+    starts again from the new row, so its event names what it changed from what it replaced."""
+    tenant_id = tenant(database)
+    made = await service.create(tenant_id, body())
+    real = integrations_module._edit_details
+    raced = []
+
+    def edit_details_with_a_race(row: Any, values: dict[str, Any]) -> dict[str, Any]:
+        if not raced:  # another write lands between this request's read and its write
+            raced.append(True)
+            database.transaction_blocking(
+                integration_rows.update_fields,
+                made.id,
+                {"metadata": {"team": "a"}, "updated_at": utcnow()},
+            )
+        return real(row, values)
+
+    monkeypatch.setattr(integrations_module, "_edit_details", edit_details_with_a_race)
+    await service.update(tenant_id, made.id, {"metadata": {"team": "a", "tier": "gold"}})
+    updates = [e for e in rows_of(database, tenant_id) if e["action"] == "integration.updated"]
+    # from the row as the other write left it: only "tier" changed (not "team" as well)
+    assert [e["details"]["metadata_keys"] for e in updates] == [["tier"]]
+    assert (await service.get(tenant_id, made.id)).metadata == {"team": "a", "tier": "gold"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -28,7 +29,7 @@ from relaykit.sealing import (
     seal_credentials,
 )
 from relaykit.settings import Settings
-from relaykit.storage.database import Database
+from relaykit.storage.database import Database, json_value
 
 from .providers_for_tests import OneProvider, make_provider
 
@@ -178,6 +179,25 @@ def test_keys_commands(database: Database, settings: Settings) -> None:
     retired = run("keys", "retire", old_key)
     assert retired.exit_code == 0
     assert old_key not in run("keys", "status").output
+    # each keyring change is in the system chain of the audit trail, by the cli
+    events = database.read_blocking(
+        lambda conn: [
+            (row.action, row.actor, row.details)
+            for row in conn.execute(
+                sa.text(
+                    "SELECT action, actor, details FROM audit_events "
+                    "WHERE chain = 'system' ORDER BY seq"
+                )
+            )
+        ]
+    )
+    assert [(action, actor) for action, actor, _ in events] == [
+        ("keys.rotated", "cli"),
+        ("keys.rewrapped", "cli"),
+        ("keys.rewrapped", "cli"),
+        ("keys.retired", "cli"),
+    ]
+    assert json_value(events[-1][2]) == {"key_provider": "local"}
 
 
 def test_a_key_provider_plugin_wraps_and_old_local_blobs_still_open(

@@ -251,6 +251,12 @@ def test_retry_delay_doubles_up_to_the_heartbeat_interval(world: World) -> None:
             assert ceiling / 2 <= worker.retry_delay(failing) <= ceiling
 
 
+def test_an_idle_worker_passes_often_enough_to_keep_its_heartbeat_fresh(world: World) -> None:
+    assert world.worker(worker_poll=1.0, worker_heartbeat=10.0).idle_wait == 1.0
+    # a poll longer than half the heartbeat interval would let an idle worker's beat go stale
+    assert world.worker(worker_poll=30.0, worker_heartbeat=10.0).idle_wait == 5.0
+
+
 async def test_a_key_provider_failure_makes_the_check_transient_not_rejected(
     world: World,
 ) -> None:

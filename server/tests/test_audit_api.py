@@ -112,6 +112,8 @@ async def test_paging_and_filters_keep_each_other(api: Api) -> None:
     [
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-02-30T00:00:00Z"}, "until"),
+        ({"until": "9999-12-31T23:59:59-01:00"}, "until"),  # past year 9999 in UTC
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),  # before year 1 in UTC
         ({"action": "integration.exploded"}, "action"),
         ({"integration_id": "../etc"}, "integration_id"),
         ({"per_page": "101"}, "per_page"),

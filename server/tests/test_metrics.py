@@ -70,12 +70,15 @@ async def test_requests_are_counted_by_route_template(api: Api) -> None:
     assert (await api.client.get("/no/such/path")).status_code == 404
     assert (await api.client.get(f"/no/{first}")).status_code == 404
     assert (await api.client.delete("/health")).status_code == 405
+    for name in ("FOO", "BAR-1"):  # any client may invent methods: none adds a series
+        assert (await api.client.request(name, "/no/such/path")).status_code == 404
     after = await scrape(api)
     assert moved(before, after) == {
         (REQUESTS, (("method", "GET"), ("route", ITEM), ("status", "200"))): 3,
         (REQUESTS, (("method", "GET"), ("route", ITEM), ("status", "401"))): 1,
         (REQUESTS, (("method", "GET"), ("route", "unmatched"), ("status", "404"))): 2,
         (REQUESTS, (("method", "DELETE"), ("route", "unmatched"), ("status", "405"))): 1,
+        (REQUESTS, (("method", "OTHER"), ("route", "unmatched"), ("status", "404"))): 2,
         # the first scrape itself, seen by the second
         (REQUESTS, (("method", "GET"), ("route", "/metrics"), ("status", "200"))): 1,
     } | {

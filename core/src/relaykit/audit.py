@@ -63,6 +63,7 @@ TOKEN_CREATED = "token.created"  # noqa: S105 (an action's name)
 TOKEN_REVOKED = "token.revoked"  # noqa: S105
 KEYS_ROTATED = "keys.rotated"
 KEYS_REWRAPPED = "keys.rewrapped"
+KEYS_RETIRED = "keys.retired"
 
 #: Every action an event can carry (the list's ``action`` filter takes these).
 ACTIONS = (
@@ -82,6 +83,7 @@ ACTIONS = (
     TOKEN_REVOKED,
     KEYS_ROTATED,
     KEYS_REWRAPPED,
+    KEYS_RETIRED,
 )
 
 #: The longest request id an event keeps (the column's width).
@@ -180,10 +182,13 @@ def parse_time(name: str, value: str | None, errors: dict[str, list[str]]) -> dt
         if len(value) > 64:
             raise ValueError(value)
         parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        # in UTC here: an offset that moves it past year 1 or 9999 is a bad filter, not a 500
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         errors[name] = [f"The {name} must be an ISO 8601 timestamp, such as 2026-01-10T08:45:00Z."]
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
 class AuditService:

@@ -29,7 +29,7 @@ from relaykit.keys import LocalKeyring, key_usage, load_key_provider, rewrap_all
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.scaffold import write_provider_package
 from relaykit.settings import Settings
-from relaykit.storage.database import Database, open_database
+from relaykit.storage.database import Database, DatabaseError, open_database
 from relaykit.storage.schema import current_revision, head_revision
 from relaykit.worker import VerificationWorker
 
@@ -300,16 +300,33 @@ def keys_rotate(state: CliState) -> None:
     keyring = _local_keyring(state)
     previous = keyring.primary_key_id
     key_id = keyring.rotate()
-    # The keyring is a file, not the database: the event is written right after it changed.
-    state.database.transaction_blocking(
-        audit_trail.record,
-        tenant_id=None,
-        action=audit_trail.KEYS_ROTATED,
-        resource_type="key",
-        resource_id=key_id,
-        details={"key_provider": "local", "primary_key_id": key_id, "previous_key_id": previous},
+    _record_key_event(
+        state,
+        audit_trail.KEYS_ROTATED,
+        key_id,
+        {"key_provider": "local", "primary_key_id": key_id, "previous_key_id": previous},
     )
     click.echo(f"new primary key {key_id}; run 'relaykit keys rewrap' to move rows onto it")
+
+
+def _record_key_event(state: CliState, action: str, key_id: str, details: dict[str, Any]) -> None:
+    """The audit event of a keyring change. The keyring is a file, not the database: the
+    event is written right after the file changed; if it cannot be, say so and exit 1 (the
+    change stands)."""
+    try:
+        state.database.transaction_blocking(
+            audit_trail.record,
+            tenant_id=None,
+            action=action,
+            resource_type="key",
+            resource_id=key_id,
+            details=details,
+        )
+    except DatabaseError as exc:
+        raise click.ClickException(
+            f"the keyring changed ({action} {key_id}) but the audit event could not be "
+            f"written ({type(exc).__name__}); the change stands"
+        ) from None
 
 
 @keys.command("rewrap")
@@ -348,6 +365,7 @@ def keys_retire(state: CliState, key_id: str) -> None:
         keyring.retire(key_id)
     except RelaykitError as exc:
         raise _fail(exc) from None
+    _record_key_event(state, audit_trail.KEYS_RETIRED, key_id, {"key_provider": "local"})
     click.echo(f"retired key {key_id}")
 
 

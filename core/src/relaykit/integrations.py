@@ -262,10 +262,21 @@ class IntegrationService:
                     verification=None,
                     now=now,
                     also={**values, **credentials},
-                    only_if={"credentials_version": row.credentials_version},
+                    only_if={
+                        "credentials_version": row.credentials_version,
+                        "updated_at": row.updated_at,
+                    },
                 )
             elif values:
-                moved = rows.update_fields(conn, row.id, {**values, "updated_at": now})
+                # Only over the row as read (every write moves updated_at): the audit event
+                # describes the change from what was read, so a concurrent write makes this
+                # one start again rather than record a wrong before/after.
+                moved = rows.update_fields(
+                    conn,
+                    row.id,
+                    {**values, "updated_at": now},
+                    only_if={"updated_at": row.updated_at},
+                )
             else:
                 moved = True
             if not moved:

@@ -22,6 +22,8 @@ import datetime as dt
 import functools
 import math
 import secrets
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -39,6 +41,8 @@ T = TypeVar("T")
 
 #: Seconds each check may take before it counts as failed.
 CHECK_TIMEOUT_SECONDS = 2.0
+#: Seconds a passing key-provider check is reused (a failing one is retried every time).
+KEY_CHECK_TTL_SECONDS = 5.0
 #: The associated data the key provider's probe key is wrapped with (no blob uses it).
 PROBE_ASSOCIATED_DATA = b"relaykit/readiness-probe/v1"
 CHECK_NAMES = ("database", "schema", "key_provider", "worker")
@@ -96,8 +100,10 @@ class ReadinessProbe:
         heartbeat_interval: ``RELAYKIT_WORKER_HEARTBEAT``.
     """
 
-    #: Threads the checks' blocking calls may hold at once. A timed-out check abandons its
-    #: thread (it cannot be interrupted), so a hung database cannot take more than these.
+    #: Threads the checks' blocking calls may hold at once, hung ones included. A timed-out
+    #: check abandons its thread (it cannot be interrupted) and anyio then stops counting
+    #: it, so the probe counts them itself: with this many still running, a check fails at
+    #: once instead of starting another, and a hung database cannot take the thread pool.
     THREADS = 4
 
     def __init__(
@@ -112,15 +118,40 @@ class ReadinessProbe:
         self.key_provider = key_provider
         self.worker_owner = worker_owner
         self.heartbeat_interval = heartbeat_interval
-        self._limiter: anyio.CapacityLimiter | None = None  # made on the serving event loop
+        self._key_ok_until = -math.inf  # monotonic time a good key check holds until
+        self._running = 0  # threads started by checks and not yet returned, hung or not
+        self._running_lock = threading.Lock()
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread that a cancelled (timed-out) caller abandons."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.THREADS)
-        return await anyio.to_thread.run_sync(
-            fn, *args, abandon_on_cancel=True, limiter=self._limiter
-        )
+        """``fn(*args)`` in a worker thread that a cancelled (timed-out) caller abandons;
+        refused (``TimeoutError``) while :data:`THREADS` earlier ones are still running."""
+        with self._running_lock:
+            if self._running >= self.THREADS:
+                raise TimeoutError("earlier checks are still waiting for an answer")
+            self._running += 1
+
+        started = dropped = False
+
+        def run() -> T:
+            nonlocal started
+            with self._running_lock:
+                if dropped:  # the check timed out before this thread picked it up
+                    raise TimeoutError("the check was abandoned before it started")
+                started = True
+            try:
+                return fn(*args)
+            finally:
+                with self._running_lock:
+                    self._running -= 1
+
+        try:
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        except BaseException:
+            with self._running_lock:
+                if not started:  # it will never run: it no longer counts
+                    dropped = True
+                    self._running -= 1
+            raise
 
     async def check_database(self) -> ReadinessCheck:
         await self._in_thread(self.database.read_blocking, heartbeats.ping)
@@ -138,6 +169,18 @@ class ReadinessProbe:
         )
 
     async def check_key_provider(self) -> ReadinessCheck:
+        """A probe key wrapped and unwrapped; a good answer is kept for
+        :data:`KEY_CHECK_TTL_SECONDS` (``/ready`` needs no token: a probe per request would
+        let anyone who reaches it drive calls to a key service)."""
+        now = time.monotonic()
+        if self._key_ok_until > now:
+            return ReadinessCheck(ok=True)
+        result = await self._probe_key_provider()
+        if result.ok:
+            self._key_ok_until = now + KEY_CHECK_TTL_SECONDS
+        return result
+
+    async def _probe_key_provider(self) -> ReadinessCheck:
         try:
             if runs_in_process(self.key_provider):
                 same = _probe(self.key_provider)

@@ -166,8 +166,10 @@ class RoutingService:
 
     async def delete(self, tenant_id: str, rule_id: str) -> None:
         def apply(conn: sa.Connection) -> None:
-            row = self._row(conn, tenant_id, rule_id)
-            rule_rows.delete(conn, rule_id)
+            self._row(conn, tenant_id, rule_id)  # the tenant's, or a 404
+            row = rule_rows.delete(conn, rule_id)
+            if row is None:  # deleted meanwhile (PostgreSQL): that delete has its event
+                raise NotFoundError(NOT_FOUND_MESSAGE)
             values = {key: getattr(row, key) for key in RULE_FIELDS}
             _record(conn, tenant_id, audit.ROUTING_RULE_DELETED, rule_id, values, values, utcnow())
 

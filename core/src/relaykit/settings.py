@@ -272,8 +272,9 @@ SETTINGS: tuple[Setting, ...] = (
         group="worker",
         help="Seconds between a worker's heartbeats (written after a claim pass that reached "
         "the database). `/ready` fails when the worker it watches has not beaten for longer "
-        "than this: the embedded worker, or, with `RELAYKIT_EMBEDDED_WORKER` off, every "
-        "worker process.",
+        "than this: the embedded worker, or, with `RELAYKIT_EMBEDDED_WORKER` off, the "
+        "freshest of all worker processes (at least one must be alive). An idle worker "
+        "passes at least every half interval, whatever `RELAYKIT_WORKER_POLL` says.",
     ),
     # plugins ---------------------------------------------------------------------------------
     Setting(

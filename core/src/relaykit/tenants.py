@@ -131,7 +131,8 @@ def revoke_token(conn: sa.Connection, token_or_id: str) -> TokenRecord:
     revoked_at = row.revoked_at
     if revoked_at is None:
         revoked_at = utcnow()
-        token_rows.revoke(conn, token_id, revoked_at)
+        if not token_rows.revoke(conn, token_id, revoked_at):  # a concurrent revoke won
+            return revoke_token(conn, token_id)
         audit.record(  # only the first revoke is an event: a repeat changes nothing
             conn,
             tenant_id=row.tenant_id,

@@ -219,9 +219,16 @@ class VerificationWorker:
             if more:
                 await anyio.lowlevel.checkpoint()  # there may be more due: claim again
                 if self._in_flight >= self.settings.worker_concurrency:
-                    await self._wait(self.settings.worker_poll)  # until a slot frees
+                    await self._wait(self.idle_wait)  # until a slot frees
                 continue
-            await self._wait(self.settings.worker_poll)
+            await self._wait(self.idle_wait)
+
+    @property
+    def idle_wait(self) -> float:
+        """Seconds between passes when nothing wakes the worker: the poll interval, but
+        never so long that the heartbeat goes stale (a pass beats at most every half
+        interval, so a poll longer than that would fail /ready on an idle, healthy worker)."""
+        return min(self.settings.worker_poll, self.settings.worker_heartbeat / 2)
 
     async def _claim_pass(self, group: anyio.abc.TaskGroup) -> bool:
         """Sweep when due, claim what fits, start the checks, beat when due. Whether every

@@ -51,6 +51,12 @@ HEADER = b"x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 #: The route label of a request no route matched.
 UNMATCHED = "unmatched"
+#: The method label's values: these, and :data:`OTHER_METHOD` for any other name a client
+#: sends (so no request can add a series).
+STANDARD_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+OTHER_METHOD = "OTHER"
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
 
@@ -122,7 +128,9 @@ class RequestObservability:
             seconds = time.perf_counter() - started
             method: str = scope.get("method", "")
             route = scope.get("path_template") or UNMATCHED
-            self._children.observe(route, method, status, seconds)
+            # Any client can send any method name: the label takes the standard ones only.
+            label = method if method in STANDARD_METHODS else OTHER_METHOD
+            self._children.observe(route, label, status, seconds)
             if access_logger.isEnabledFor(logging.INFO):
                 duration_ms = round(seconds * 1000, 3)
                 access_logger.info(

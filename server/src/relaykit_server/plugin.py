@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -67,7 +68,9 @@ def relaykit_cli_commands(cli: click.Group) -> None:
         }
         if workers > 1:
             folder = prepare_multiprocess_metrics(settings.home)
-            click.echo(f"{workers} API processes; metrics shared through {folder}", err=True)
+            logging.getLogger("relaykit.server").info(
+                "%d API processes; metrics shared through %s", workers, folder
+            )
             # Each process builds its app from the environment (settings, entry points).
             uvicorn.run(APP_FACTORY, factory=True, workers=workers, **options)
             return

@@ -63,35 +63,58 @@ async def rewrap_all(
     noticed the rotation.
     """
     progress = RewrapProgress()
-    primary = key_provider.primary_key_id
     while True:
         moved_this_pass = 0
         last_id = ""
         while batch := await database.read(rows.sealed_after, last_id, batch_size):
             last_id = batch[-1].id
+            failed_before = progress.failed
             replacements = await call_with_key_provider(
                 key_provider, _rewrapped, batch, key_provider, progress
             )
-            done = await database.transaction(rows.replace_sealed, replacements)
+            done = await database.transaction(
+                _replace_and_record,
+                replacements,
+                key_provider,
+                failed=progress.failed - failed_before,
+            )
             progress.rewrapped += done
             progress.skipped += len(replacements) - done
             moved_this_pass += done
             on_batch(len(batch))
         if moved_this_pass == 0:
-            await database.transaction(
-                audit.record,
-                tenant_id=None,
-                action=audit.KEYS_REWRAPPED,
-                resource_type="key",
-                # a KMS's key id (an ARN) is longer than an id column: details has it
-                resource_id=primary if len(primary) <= 26 else None,
-                details={
-                    "key_provider": key_provider.name,
-                    "primary_key_id": primary,
-                    **msgspec.structs.asdict(progress),
-                },
-            )
             return progress
+
+
+def _replace_and_record(
+    conn: sa.Connection,
+    replacements: Sequence[tuple[str, bytes, bytes]],
+    key_provider: KeyProvider,
+    *,
+    failed: int,
+) -> int:
+    """Store one batch's new blobs and, in the same transaction, its ``keys.rewrapped``
+    event (when it moved or failed anything): a run stopped half-way leaves a trail of what
+    it did. How many rows were replaced."""
+    done = rows.replace_sealed(conn, replacements)
+    if done or failed:
+        primary = key_provider.primary_key_id
+        audit.record(
+            conn,
+            tenant_id=None,
+            action=audit.KEYS_REWRAPPED,
+            resource_type="key",
+            # a KMS's key id (an ARN) is longer than an id column: details has it
+            resource_id=primary if len(primary) <= 26 else None,
+            details={
+                "key_provider": key_provider.name,
+                "primary_key_id": primary,
+                "rewrapped": done,
+                "skipped": len(replacements) - done,
+                "failed": failed,
+            },
+        )
+    return done
 
 
 def _rewrapped(

@@ -319,9 +319,9 @@ class AuditEvent(SQLModel, table=True):
     __table_args__ = (
         # One event per place in a chain: two writers cannot both extend it from one head.
         sa.UniqueConstraint("chain", "seq", name="uq_audit_events_chain_seq"),
-        # The list: a tenant's events, newest first; one integration's events.
-        sa.Index("ix_audit_events_tenant_id_id", "tenant_id", "id"),
-        sa.Index("ix_audit_events_integration", "tenant_id", "integration_id", "id"),
+        # The list is a tenant's chain newest first (the unique index above serves it);
+        # one integration's events are a slice of it.
+        sa.Index("ix_audit_events_integration", "chain", "integration_id", "seq"),
     )
 
     id: str = Field(primary_key=True, max_length=26)
@@ -330,7 +330,7 @@ class AuditEvent(SQLModel, table=True):
     #: null for a system event; no foreign key, so the trail outlives what it describes
     tenant_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(26)))
     action: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
-    #: ``token:<token id>``, ``worker`` or ``cli``
+    #: the token id of the request, ``worker`` or ``cli``
     actor: str = Field(sa_column=sa.Column(sa.String(63), nullable=False))
     request_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(128)))
     resource_type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))

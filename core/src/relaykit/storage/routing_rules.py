@@ -40,8 +40,10 @@ def update(
     return result.rowcount == 1
 
 
-def delete(conn: sa.Connection, rule_id: str) -> None:
-    conn.execute(r.delete().where(r.c.id == rule_id))
+def delete(conn: sa.Connection, rule_id: str) -> sa.Row[Any] | None:
+    """Delete the rule: the row as it was when deleted, or ``None`` if it was already gone
+    (a concurrent delete won)."""
+    return conn.execute(r.delete().where(r.c.id == rule_id).returning(*r.c)).first()
 
 
 def clear_default(

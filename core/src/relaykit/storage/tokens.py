@@ -62,5 +62,11 @@ def with_tenant_name(conn: sa.Connection, token_id: str) -> sa.Row[Any] | None:
     ).first()
 
 
-def revoke(conn: sa.Connection, token_id: str, now: dt.datetime) -> None:
-    conn.execute(api_tokens.update().where(api_tokens.c.id == token_id).values(revoked_at=now))
+def revoke(conn: sa.Connection, token_id: str, now: dt.datetime) -> bool:
+    """Revoke the token unless it already is: whether this call revoked it."""
+    result = conn.execute(
+        api_tokens.update()
+        .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return result.rowcount == 1

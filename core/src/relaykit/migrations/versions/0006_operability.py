@@ -47,9 +47,8 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(64), nullable=False),
         sa.UniqueConstraint("chain", "seq", name="uq_audit_events_chain_seq"),
     )
-    op.create_index("ix_audit_events_tenant_id_id", "audit_events", ["tenant_id", "id"])
     op.create_index(
-        "ix_audit_events_integration", "audit_events", ["tenant_id", "integration_id", "id"]
+        "ix_audit_events_integration", "audit_events", ["chain", "integration_id", "seq"]
     )
     op.create_table(
         "worker_heartbeats",
@@ -70,5 +69,4 @@ def downgrade() -> None:
         batch.drop_column("lease_reclaimed")
     op.drop_table("worker_heartbeats")
     op.drop_index("ix_audit_events_integration", table_name="audit_events")
-    op.drop_index("ix_audit_events_tenant_id_id", table_name="audit_events")
     op.drop_table("audit_events")
