@@ -281,6 +281,7 @@ def test_log_lines_carry_the_request_id_and_no_secret(tmp_path: Path, log_format
         e for e in entries if e["logger"] == "relaykit.webhooks" and plivo in e["message"]
     ]
     assert by_id[received["request_id"]]["route"] == "/webhooks/{integration_id}"
+    assert received["integration_id"] == plivo  # known from the webhook's path
     # the worker's lines belong to no request
     assert all("request_id" not in e for e in entries if e["logger"].startswith("relaykit.worker"))
 

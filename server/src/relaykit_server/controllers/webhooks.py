@@ -19,7 +19,8 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, Parameter
 from litestar.types import Scope
 
-from relaykit.pagination import DEFAULT_PER_PAGE
+from relaykit.context import INTEGRATION_ID
+from relaykit.pagination import DEFAULT_PER_PAGE, is_id
 from relaykit.wire import (
     ErrorBody,
     IntegrationWebhookEnvelope,
@@ -95,6 +96,8 @@ async def receive_webhook(
     integration_id: FromPath[Annotated[str, Parameter(description="The integration's id.")]],
 ) -> WebhookReceived:
     intake = services_of(request.app).webhooks
+    if is_id(integration_id):  # the request's log lines name it (the middleware restores)
+        INTEGRATION_ID.set(integration_id)
     try:
         body = await request.body()
     except HTTPException as exc:
