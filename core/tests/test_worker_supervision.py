@@ -439,3 +439,36 @@ def test_no_busy_loop_after_failures(world: World) -> None:
     worker = world.worker(worker_poll=0.001, worker_heartbeat=0.001)
     assert worker.retry_delay(1) >= 0.025
     assert 0.025 <= worker.retry_delay(100_000) <= 0.05  # a day-long outage: still bounded
+
+
+async def test_a_claim_of_an_expired_lease_is_counted_as_a_reclaim(world: World) -> None:
+    """Worker A claims and dies holding the lease; once it expires worker B's claim takes the
+    row over: one reclaim. A first claim, or one after a released lease, is none."""
+    first = await world.create()
+    second = await world.create()
+    dead, alive = world.worker(), world.worker()
+    before = counter(metrics.LEASE_RECLAIMS)
+    assert {job.id for job in await dead._claim(2)} == {first, second}  # A dies holding both
+    await world.database.transaction(
+        lambda conn: conn.execute(
+            sa.update(integrations)
+            .where(integrations.c.id == first)
+            .values(lease_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+    )
+    claimed = await alive._claim(2)  # only the expired one is free
+    assert [job.id for job in claimed] == [first] and claimed[0].lease_reclaimed
+    assert counter(metrics.LEASE_RECLAIMS) - before == 1
+    await alive._release_leases()  # a returned lease is not an expired one
+    again = await world.worker()._claim(2)
+    assert [job.id for job in again] == [first] and not again[0].lease_reclaimed
+    assert counter(metrics.LEASE_RECLAIMS) - before == 1
+
+
+async def test_key_provider_errors_are_counted_by_operation(world: World) -> None:
+    integration_id = await world.create()
+    before = counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap")
+    world.keys.failing = True
+    [job] = await world.worker()._claim(1)
+    assert job.id == integration_id and job.key_error == "RuntimeError"
+    assert counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap") - before == 1
