@@ -31,6 +31,7 @@ from relaykit.storage import integrations as integration_rows
 from relaykit.storage.database import Database
 from relaykit.storage.models import audit_events, integrations
 from relaykit.wire import AuditEvent
+from relaykit.worker import apply_result
 
 from .providers_for_tests import OneProvider, make_provider
 
@@ -94,8 +95,9 @@ def verify_as_worker(database: Database, tenant_id: str, integration_id: str) ->
             .where(integrations.c.id == integration_id)
             .values(lease_owner="w", lease_expires_at=now + dt.timedelta(minutes=1))
         )
-        return integration_rows.record_verification_result(
+        return apply_result(
             conn,
+            tenant_id,
             integration_id,
             owner="w",
             credentials_version=1,
@@ -103,7 +105,6 @@ def verify_as_worker(database: Database, tenant_id: str, integration_id: str) ->
             verification=VerificationRecord(outcome="accepted", message="ok", checked_at="x"),
             now=now,
             next_verify_at=None,
-            tenant_id=tenant_id,
         )
 
     return database.transaction_blocking(apply)
@@ -475,8 +476,9 @@ def test_deferred_checks_are_not_events_final_ones_are(
             .where(integrations.c.id == made.id)
             .values(lease_owner="w", lease_expires_at=now + dt.timedelta(minutes=1))
         )
-        return integration_rows.record_verification_result(
+        return apply_result(
             conn,
+            tenant_id,
             made.id,
             owner="w",
             credentials_version=1,
@@ -484,7 +486,6 @@ def test_deferred_checks_are_not_events_final_ones_are(
             verification=verification,
             now=now,
             next_verify_at=now if action is Action.VERIFICATION_DEFERRED else None,
-            tenant_id=tenant_id,
         )
 
     assert database.transaction_blocking(check, Action.VERIFICATION_DEFERRED, record)

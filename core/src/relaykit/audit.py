@@ -25,9 +25,10 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from relaykit.context import ACTOR, REQUEST_ID
+from relaykit.context import ACTOR, REQUEST_ID, WORKER_ACTOR
 from relaykit.errors import NotFoundError, ValidationError
 from relaykit.ids import utcnow
+from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_id, check_page, is_id
 from relaykit.storage import audit as rows
 from relaykit.storage.audit import SYSTEM_CHAIN, ZERO_DIGEST, digest_of
@@ -126,6 +127,71 @@ def record(
         status_after=status_after,
         details=details or {},
         created_at=now or utcnow(),
+    )
+
+
+def record_integration(
+    conn: sa.Connection,
+    tenant_id: str,
+    integration_id: str,
+    action: str,
+    *,
+    status_before: str | None = None,
+    status_after: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`record` for an integration's own event (the integration is the resource)."""
+    return record(
+        conn,
+        tenant_id=tenant_id,
+        action=action,
+        resource_type="integration",
+        resource_id=integration_id,
+        integration_id=integration_id,
+        status_before=status_before,
+        status_after=status_after,
+        details=details,
+        actor=actor,
+        now=now,
+    )
+
+
+def record_verification(
+    conn: sa.Connection,
+    tenant_id: str,
+    integration_id: str,
+    action: Action,
+    verification: VerificationRecord,
+    now: dt.datetime,
+) -> None:
+    """The worker's event for a check's outcome once applied: verified, or failed
+    (rejected, gave up). A deferred retry records nothing: a provider that is down would
+    flood the trail with one event per retry."""
+    if action is Action.VERIFICATION_DEFERRED:
+        return
+    details: dict[str, Any] = {"outcome": verification.outcome}
+    if verification.attempts is not None:
+        details["attempts"] = verification.attempts
+    if verification.provider_status is not None:
+        details["provider_status"] = verification.provider_status
+    if action is Action.VERIFICATION_GAVE_UP:
+        details["gave_up"] = True
+    if verification.error is not None:
+        details["error"] = verification.error
+    record_integration(
+        conn,
+        tenant_id,
+        integration_id,
+        INTEGRATION_VERIFIED
+        if action is Action.VERIFICATION_ACCEPTED
+        else INTEGRATION_VERIFICATION_FAILED,
+        status_before=Status.PENDING_VERIFY.value,
+        status_after=next_status(action, Status.PENDING_VERIFY).value,
+        details=details,
+        actor=WORKER_ACTOR,
+        now=now,
     )
 
 

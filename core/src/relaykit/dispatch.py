@@ -41,6 +41,7 @@ import httpx
 import msgspec
 import sqlalchemy as sa
 
+from relaykit import audit
 from relaykit.capabilities import CapabilityContract, decode_input
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, RelaykitError, ValidationError
@@ -533,8 +534,6 @@ class Dispatcher:
         if object_id is not None:
             self._apply_early_events(conn, attempt, object_id)
         if refusal is not None:
-            from relaykit import audit  # the trail's helper; kept local to this branch
-
             integration_id, version, record = refusal
             now = utcnow()
             # Only an integration still active with the credentials refused moves: one
@@ -549,13 +548,11 @@ class Dispatcher:
                 only_if={"credentials_version": version},
             ):
                 # the audit event, in this transaction; the actor is the request's token
-                audit.record(
+                audit.record_integration(
                     conn,
-                    tenant_id=run.tenant_id,
-                    action=audit.INTEGRATION_PROVIDER_REFUSED,
-                    resource_type="integration",
-                    resource_id=integration_id,
-                    integration_id=integration_id,
+                    run.tenant_id,
+                    integration_id,
+                    audit.INTEGRATION_PROVIDER_REFUSED,
                     status_before=Status.ACTIVE.value,
                     status_after=Status.ERROR.value,
                     details={

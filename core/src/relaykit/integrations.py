@@ -199,13 +199,11 @@ class IntegrationService:
             # The partial unique index decides: one statement inserts unless a live row exists.
             if not rows.insert_if_new(conn, values):
                 return False
-            audit.record(
+            audit.record_integration(
                 conn,
-                tenant_id=tenant_id,
-                action=audit.INTEGRATION_CREATED,
-                resource_type="integration",
-                resource_id=integration_id,
-                integration_id=integration_id,
+                tenant_id,
+                integration_id,
+                audit.INTEGRATION_CREATED,
                 status_after=Status.PENDING_VERIFY.value,
                 details=event,
                 now=now,
@@ -282,26 +280,22 @@ class IntegrationService:
             if not moved:
                 return None
             if credentials:
-                audit.record(
+                audit.record_integration(
                     conn,
-                    tenant_id=tenant_id,
-                    action=audit.INTEGRATION_CREDENTIALS_REPLACED,
-                    resource_type="integration",
-                    resource_id=row.id,
-                    integration_id=row.id,
+                    tenant_id,
+                    row.id,
+                    audit.INTEGRATION_CREDENTIALS_REPLACED,
                     status_before=row.status,
                     status_after=Status.PENDING_VERIFY.value,
                     details={"credential_fields": list(credential_fields), **edited},
                     now=now,
                 )
             elif edited:
-                audit.record(
+                audit.record_integration(
                     conn,
-                    tenant_id=tenant_id,
-                    action=audit.INTEGRATION_UPDATED,
-                    resource_type="integration",
-                    resource_id=row.id,
-                    integration_id=row.id,
+                    tenant_id,
+                    row.id,
+                    audit.INTEGRATION_UPDATED,
                     status_before=row.status,
                     status_after=row.status,
                     details=edited,
@@ -366,13 +360,11 @@ class IntegrationService:
             now = utcnow()
             if row is None or not rows.soft_delete(conn, tenant_id, integration_id, now):
                 return False
-            audit.record(
+            audit.record_integration(
                 conn,
-                tenant_id=tenant_id,
-                action=audit.INTEGRATION_DELETED,
-                resource_type="integration",
-                resource_id=row.id,
-                integration_id=row.id,
+                tenant_id,
+                row.id,
+                audit.INTEGRATION_DELETED,
                 status_before=row.status,
                 details={"provider": row.provider},
                 now=now,
@@ -398,13 +390,11 @@ class IntegrationService:
                 conn, row.id, action, current=row.status, verification="keep", now=now
             ):
                 raise ConflictError("The integration changed meanwhile; send the request again.")
-            audit.record(
+            audit.record_integration(
                 conn,
-                tenant_id=tenant_id,
-                action=_MOVE_ACTIONS[action],
-                resource_type="integration",
-                resource_id=row.id,
-                integration_id=row.id,
+                tenant_id,
+                row.id,
+                _MOVE_ACTIONS[action],
                 status_before=row.status,
                 status_after=next_status(action, row.status).value,
                 now=now,

@@ -56,8 +56,9 @@ import anyio
 import anyio.lowlevel
 import httpx
 import msgspec
+import sqlalchemy as sa
 
-from relaykit import metrics
+from relaykit import audit, metrics
 from relaykit.catalog import Catalog
 from relaykit.context import WORKER_ACTOR, bound
 from relaykit.errors import RelaykitError
@@ -120,6 +121,36 @@ def backoff_delay(
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
+
+
+def apply_result(
+    conn: sa.Connection,
+    tenant_id: str,
+    integration_id: str,
+    *,
+    owner: str,
+    credentials_version: int,
+    action: Action,
+    verification: VerificationRecord,
+    now: dt.datetime,
+    next_verify_at: dt.datetime | None,
+) -> bool:
+    """A check's outcome on its row and, when it applied, its audit event (actor
+    ``worker``), in one transaction: whether it applied (see
+    :func:`relaykit.storage.integrations.record_verification_result`)."""
+    applied = rows.record_verification_result(
+        conn,
+        integration_id,
+        owner=owner,
+        credentials_version=credentials_version,
+        action=action,
+        verification=verification,
+        now=now,
+        next_verify_at=next_verify_at,
+    )
+    if applied:
+        audit.record_verification(conn, tenant_id, integration_id, action, verification, now)
+    return applied
 
 
 class VerificationWorker:
@@ -460,7 +491,8 @@ class VerificationWorker:
         now = utcnow()
         action, record, next_at = self._outcome(job, result, now)
         applied = await self.database.transaction(
-            rows.record_verification_result,
+            apply_result,
+            job.tenant_id,
             job.id,
             owner=self.owner,
             credentials_version=job.credentials_version,
@@ -468,7 +500,6 @@ class VerificationWorker:
             verification=record,
             now=now,
             next_verify_at=next_at,
-            tenant_id=job.tenant_id,  # a final outcome's audit event (actor "worker")
         )
         if not applied:
             self.stats["stale"] += 1

@@ -18,7 +18,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.pagination import is_id
-from relaykit.storage import audit as audit_rows
 from relaykit.storage.database import Database, json_value
 from relaykit.storage.models import integrations
 
@@ -319,15 +318,10 @@ def record_verification_result(
     verification: VerificationRecord,
     now: dt.datetime,
     next_verify_at: dt.datetime | None,
-    tenant_id: str | None = None,
 ) -> bool:
     """Apply a check's outcome and return its lease, only on the row as it was claimed (the
     same lease and credentials, still pending, not deleted): whether it applied. A PATCH, a
-    delete or a reclaim during the check makes the result stale.
-
-    With ``tenant_id``, a final outcome that applied (verified, failed, gave up) appends its
-    audit event, actor ``worker``, in the same transaction; a retry later (deferred) does
-    not: it would flood the trail."""
+    delete or a reclaim during the check makes the result stale."""
     also: dict[str, Any] = {
         "next_verify_at": next_verify_at,
         "lease_owner": None,
@@ -335,7 +329,7 @@ def record_verification_result(
     }
     if action is Action.VERIFICATION_ACCEPTED:
         also["verified_at"] = now
-    applied = change_status(
+    return change_status(
         conn,
         integration_id,
         action,
@@ -345,33 +339,6 @@ def record_verification_result(
         also=also,
         only_if={"lease_owner": owner, "credentials_version": credentials_version},
     )
-    if applied and tenant_id is not None and action is not Action.VERIFICATION_DEFERRED:
-        details: dict[str, Any] = {"outcome": verification.outcome}
-        if verification.attempts is not None:
-            details["attempts"] = verification.attempts
-        if verification.provider_status is not None:
-            details["provider_status"] = verification.provider_status
-        if action is Action.VERIFICATION_GAVE_UP:
-            details["gave_up"] = True
-        if verification.error is not None:
-            details["error"] = verification.error
-        audit_rows.append(
-            conn,
-            tenant_id=tenant_id,
-            action="integration.verified"
-            if action is Action.VERIFICATION_ACCEPTED
-            else "integration.verification_failed",
-            actor="worker",
-            request_id=None,
-            resource_type="integration",
-            resource_id=integration_id,
-            integration_id=integration_id,
-            status_before=Status.PENDING_VERIFY.value,
-            status_after=next_status(action, Status.PENDING_VERIFY).value,
-            details=details,
-            created_at=now,
-        )
-    return applied
 
 
 def release_leases(conn: sa.Connection, owner: str) -> int:
