@@ -33,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relaykit import tenants as tenant_store
 from relaykit.ids import new_id, utcnow
 from relaykit.integrations import IntegrationService
-from relaykit.keys import load_key_provider
+from relaykit.keys import local_key_set
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import SealContext, seal_credentials
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
 from relaykit.storage.models import delivery_attempts, integrations, operations, webhook_events
@@ -80,7 +79,7 @@ def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, 
     database = open_database(settings)
     pm = make_plugin_manager(plugins=[("bench", BenchProviders())], environ={})
     catalog = pm.catalog()
-    keys = load_key_provider(settings, pm)
+    keys = local_key_set(settings, database)
     service = IntegrationService(database, catalog, keys)
     tenant_id = database.transaction_blocking(tenant_store.create_tenant, "bench").id
     token = database.transaction_blocking(tenant_store.create_token, "bench")[1]
@@ -115,11 +114,8 @@ def seed(home: Path, *, deleted: int = 0, create_tenants: int = 0) -> dict[str, 
                 "status": "active",
                 "enabled_capabilities": ["send_sms"],
                 "public_credentials": {"sender": "+15550100000"},
-                "sealed_credentials": seal_credentials(
-                    {"api_key": f"old-{number}-secret"},
-                    SealContext(tenant_id, integration_id, provider),
-                    keys,
-                ),
+                # a deleted integration's secret is erased with the delete (docs/security.md)
+                "sealed_credentials": None,
                 "credentials_version": 1,
                 "metadata": {},
                 "verification": None,

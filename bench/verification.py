@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import anyio
 import msgspec
@@ -32,7 +31,7 @@ import msgspec
 from relaykit import tenants as tenant_store
 from relaykit.cli import event_loop_options
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
@@ -75,7 +74,7 @@ def measure(args: argparse.Namespace, stripe_url: str) -> int:
             settings = msgspec.structs.replace(settings, worker_concurrency=args.concurrency)
         database = open_database(settings)
         catalog = make_plugin_manager(environ={}).catalog()
-        keyring = LocalKeyring.in_home(Path(folder))
+        keyring = local_key_set(settings, database)
         service = IntegrationService(database, catalog, keyring)
         for number in range(args.count):
             tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"t{number}").id

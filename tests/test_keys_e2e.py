@@ -12,7 +12,7 @@ import pytest
 
 from relaykit import tenants as tenant_store
 from relaykit.client import ApiError
-from relaykit.keys import LocalKeyring, key_usage
+from relaykit.keys import key_usage, local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, open_credentials
 from relaykit.settings import Settings
@@ -82,7 +82,7 @@ def test_rotate_and_rewrap_under_traffic(tmp_path: Path) -> None:
         for thread in threads:
             thread.start()
         time.sleep(1.0)
-        keyring = LocalKeyring.in_home(settings.home)
+        keyring = local_key_set(settings, database)
         old_key = keyring.primary_key_id
         run_cli(["keys", "rotate"], env)
         time.sleep(0.5)
@@ -97,7 +97,8 @@ def test_rotate_and_rewrap_under_traffic(tmp_path: Path) -> None:
 
     assert set(outcomes) <= {"ok"}, outcomes  # 0 failed requests
     assert sum(outcomes.values()) > 100
-    keyring.reload()
+    keyring = local_key_set(settings, database)  # as it is now: the rotated primary
+    assert keyring.primary_key_id != old_key
     usage = anyio.run(key_usage, database)
     assert usage[("local", old_key)] == 0, usage  # 0 rows left on the old key
     assert set(usage) == {("local", keyring.primary_key_id)}

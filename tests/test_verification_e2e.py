@@ -18,7 +18,7 @@ import pytest
 from relaykit import tenants as tenant_store
 from relaykit.client import Integration
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage.database import open_database
@@ -165,7 +165,7 @@ def seed(
     settings = Settings.from_env(env)
     database = open_database(settings)
     catalog = make_plugin_manager(load_entrypoints=True, environ={}).catalog()
-    service = IntegrationService(database, catalog, LocalKeyring.in_home(home))
+    service = IntegrationService(database, catalog, local_key_set(settings, database))
     made = []
     for number, secret in enumerate(secrets):
         tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"tenant-{number}").id

@@ -22,7 +22,7 @@ from relaykit.context import bound
 from relaykit.errors import NotFoundError, ValidationError
 from relaykit.ids import isoformat_z, utcnow
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring, rewrap_all
+from relaykit.keys import custody, local_key_set, rewrap_all
 from relaykit.lifecycle import Action, VerificationRecord
 from relaykit.plugins import make_plugin_manager
 from relaykit.routing import RoutingService
@@ -54,7 +54,7 @@ def catalog() -> Catalog:
 
 @pytest.fixture
 def service(database: Database, catalog: Catalog, settings: Settings) -> IntegrationService:
-    return IntegrationService(database, catalog, LocalKeyring.in_home(settings.home))
+    return IntegrationService(database, catalog, local_key_set(settings, database))
 
 
 @pytest.fixture
@@ -244,11 +244,12 @@ async def test_a_rewrap_records_each_batch_with_the_rows_it_moved(
     tenant_ids = [tenant(database, f"t{n}") for n in range(3)]
     for tenant_id in tenant_ids:
         await service.create(tenant_id, body())
-    keyring = LocalKeyring.in_home(settings.home)
-    keyring.rotate()
+    keyring = local_key_set(settings, database)
+    custody.rotate(keyring, "local")
     await rewrap_all(database, keyring, batch_size=2)
     events = rows_of(database, audit.SYSTEM_CHAIN)
-    assert [e["action"] for e in events] == ["keys.rewrapped", "keys.rewrapped"]
+    assert [e["action"] for e in events] == ["keys.rotated", "keys.rewrapped", "keys.rewrapped"]
+    events = events[1:]
     assert [e["details"]["rewrapped"] for e in events] == [2, 1]
     assert events[0]["tenant_id"] is None
     assert events[0]["details"] == {
@@ -259,7 +260,7 @@ async def test_a_rewrap_records_each_batch_with_the_rows_it_moved(
         "failed": 0,
     }
     await rewrap_all(database, keyring)  # nothing left to move: no event
-    assert len(rows_of(database, audit.SYSTEM_CHAIN)) == 2
+    assert len(rows_of(database, audit.SYSTEM_CHAIN)) == 3
     assert database.read_blocking(audit.verify, audit.SYSTEM_CHAIN)[0].broken is None
 
 

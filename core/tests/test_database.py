@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -204,13 +205,18 @@ async def test_the_cache_is_sqlite_only_and_can_be_switched_off(settings: Settin
 
 
 def test_only_an_in_process_key_provider_runs_on_the_loop(tmp_path: Path) -> None:
-    assert runs_in_process(LocalKeyring.in_home(tmp_path))
+    local = LocalKeyring.create(tmp_path / "keyring.json")
+    assert runs_in_process(local)
 
     class Remote:  # a KMS-backed provider says nothing: it runs in a thread
         name = "kms"
+        default_key_id = "kms-1"
 
     assert not runs_in_process(Remote())  # type: ignore[arg-type]
-    # What the server holds is a KeySet: it runs where its primary runs.
-    local = LocalKeyring.in_home(tmp_path)
-    assert runs_in_process(KeySet(local, {"kms": Remote()}))  # type: ignore[dict-item]
-    assert not runs_in_process(KeySet(Remote(), {"local": local}))  # type: ignore[arg-type]
+    # What the server holds is a KeySet: it runs on the loop only when every provider it
+    # holds does, since a blob it opens may name any of them, not only the primary's.
+    assert runs_in_process(KeySet.single(local))
+    assert runs_in_process(KeySet({"local": local}, primary=("local", local.default_key_id)))
+    mixed: dict[str, Any] = {"local": local, "kms": Remote()}
+    assert not runs_in_process(KeySet(mixed, primary=("local", local.default_key_id)))
+    assert not runs_in_process(KeySet(mixed, primary=("kms", "kms-1")))

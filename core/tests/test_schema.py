@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from relaykit import tenants as tenant_store
 from relaykit.ids import new_id, utcnow
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import KeySet, LocalKeyring, custody, local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.sealing import SealContext, open_credentials, seal
 from relaykit.settings import Settings
@@ -76,25 +76,29 @@ def test_the_database_under_test_is_the_one_asked_for(database: Database) -> Non
 def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
     settings: Settings,
 ) -> None:
-    """A database made by 0001 (integrations with sealed credentials in it) upgrades to the
-    newest revision and every integration still reads and opens."""
+    """A database made by 0006, before key custody (the keyring file said which key was
+    primary; deleted rows kept their sealed credentials), upgrades to the newest revision:
+    the deleted rows' secrets are erased, the first start records the keys the live rows use
+    and takes the keyring's primary as the database's, and every live integration still
+    reads and opens."""
     database = open_database(settings, migrate=False)
-    upgrade(database, "0001")
-    assert current_revision(database) == "0001"
+    upgrade(database, "0006")
+    assert current_revision(database) == "0006"
     catalog = make_plugin_manager(
         load_entrypoints=False, plugins=[("acme", OneProvider(make_provider()))]
     ).catalog()
-    keyring = LocalKeyring.in_home(settings.home)
-    made = []
-    for number in range(5):
-        # Rows as 0001's code wrote them: today's service also writes tables 0001 lacks.
+    keyring = LocalKeyring.create(settings.keyring)  # as 0006's code made it
+    first_key = keyring.default_key_id
+    live: list[tuple[str, str, str]] = []
+    deleted: list[str] = []
+
+    def insert(number: int, keys: KeySet, *, gone: bool) -> None:
+        # Rows as 0006's code wrote them.
         tenant_id = database.transaction_blocking(tenant_store.create_tenant, f"t{number}").id
         integration_id = new_id()
+        secret = f"key-{number}-secret"
         sealed = anyio.run(
-            seal,
-            {"api_key": f"key-{number}-secret"},
-            SealContext(tenant_id, integration_id, "acme"),
-            keyring,
+            seal, {"api_key": secret}, SealContext(tenant_id, integration_id, "acme"), keys
         )
         now = utcnow()
         values = {
@@ -114,28 +118,48 @@ def test_upgrading_from_the_previous_revision_keeps_integrations_readable(
             "verified_at": None,
             "created_at": now,
             "updated_at": now,
-            "deleted_at": None,
+            "deleted_at": now if gone else None,
         }
         database.transaction_blocking(
             lambda conn, v=values: conn.execute(sa.insert(integrations).values(v))
         )
-        made.append((tenant_id, integration_id))
+        if gone:
+            deleted.append(integration_id)
+        else:
+            live.append((tenant_id, integration_id, secret))
+
+    for number in range(5):
+        insert(number, KeySet.single(keyring), gone=number >= 3)
+    second_key = keyring.create_key()  # 0006's `relaykit keys rotate`: the file's primary
+    for number in range(5, 7):
+        insert(number, KeySet.single(keyring), gone=False)
 
     upgrade(database)
     assert current_revision(database) == head_revision()
-    service = IntegrationService(database, catalog, keyring)
-    before_views = [anyio.run(service.get, t, i) for t, i in made]
-    made = [(t, view) for (t, _), view in zip(made, before_views, strict=True)]
-    for number, (tenant_id, before) in enumerate(made):
-        after = anyio.run(service.get, tenant_id, before.id)
-        assert after == before
-        row = database.read_blocking(
-            lambda conn, i=before.id: conn.execute(
-                sa.select(integrations.c.sealed_credentials).where(integrations.c.id == i)
-            ).scalar_one()
-        )
-        opened = open_credentials(row, SealContext(tenant_id, before.id, "acme"), keyring)
-        assert opened == {"api_key": f"key-{number}-secret"}
+
+    def blobs(conn: sa.Connection) -> dict[str, bytes | None]:
+        query = sa.select(integrations.c.id, integrations.c.sealed_credentials)
+        return {row.id: row.sealed_credentials for row in conn.execute(query)}
+
+    stored = database.read_blocking(blobs)
+    assert all(stored[i] is None for i in deleted)  # the migration erased them
+    assert all(stored[i] is not None for _, i, _ in live)
+    assert database.read_blocking(custody.recorded) == {}  # until the first start
+
+    keys = local_key_set(settings, database)  # the first start on the upgraded database
+    assert database.read_blocking(custody.recorded) == {
+        ("local", first_key): custody.ACTIVE,
+        ("local", second_key): custody.PRIMARY,
+    }
+    assert keys.primary_key_id == second_key
+    service = IntegrationService(database, catalog, keys)
+    for tenant_id, integration_id, secret in live:
+        view = anyio.run(service.get, tenant_id, integration_id)
+        assert view.status == "pending_verify"
+        blob = stored[integration_id]
+        assert blob is not None
+        opened = open_credentials(blob, SealContext(tenant_id, integration_id, "acme"), keys)
+        assert opened == {"api_key": secret}
     database.dispose()
 
 

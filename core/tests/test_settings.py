@@ -54,14 +54,25 @@ def test_defaults() -> None:
     assert settings.home == Path("/srv/rk")
     assert settings.database_url == "sqlite:////srv/rk/relaykit.sqlite3"
     for setting in SETTINGS:
-        if setting.field in {"home", "database_url", "api_bases", None}:
+        if setting.field in {"home", "database_url", "keyring", "api_bases", None}:
             continue
         assert getattr(settings, setting.field) == setting.default, setting.name
+    assert settings.keyring == Path("/srv/rk/keyring.json")
     assert settings.disabled_plugins == ()
     assert settings.strict_plugins is False and settings.trace_hooks is False
     assert settings.embedded_worker is True and settings.read_cache is True
     assert settings.api_bases == {}
     assert Settings.from_env({}).home == Path(".relaykit").absolute()
+
+
+def test_the_keyring_may_live_outside_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"RELAYKIT_HOME": "/srv/rk", "RELAYKIT_KEYRING": "keys/kr.json"})
+    assert settings.keyring == tmp_path / "keys" / "kr.json"  # made absolute
+    assert settings.database_url == "sqlite:////srv/rk/relaykit.sqlite3"
+    assert Settings.from_env({"RELAYKIT_KEYRING": "~/kr.json"}).keyring == Path.home() / "kr.json"
 
 
 @pytest.mark.parametrize("name", [s.name for s in SETTINGS if not s.is_pattern])

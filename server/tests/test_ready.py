@@ -22,8 +22,9 @@ import sqlalchemy as sa
 from alembic import command
 from litestar.testing import AsyncTestClient
 
-from relaykit import hookimpl
-from relaykit.keys import KeyProviderSpec, LocalKeyring
+from relaykit import hookimpl, readiness
+from relaykit.ids import utcnow
+from relaykit.keys import KeyProviderSpec, KeyringMissing, LocalKeyring, custody
 from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
 from relaykit.readiness import CHECK_TIMEOUT_SECONDS
 from relaykit.settings import Settings
@@ -42,22 +43,27 @@ KEY_MATERIAL = "kek-material-canary-77aa"
 
 
 class FlakyKeys:
-    """The local keyring as a plugin's key provider whose ``unwrap`` raises RuntimeError (as
-    a KMS client might, with key material in its message) while ``failing``."""
+    """A plugin's key provider (a keyring file of its own) whose ``unwrap`` raises
+    RuntimeError (as a KMS client might, with key material in its message) while
+    ``failing``."""
 
     name = "flaky"
     in_process = True
     failing = False
 
     def __init__(self, settings: Settings) -> None:
-        self.keyring = LocalKeyring.in_home(settings.home)
+        path = settings.home / "flaky-keyring.json"
+        try:
+            self.keyring = LocalKeyring(path)
+        except KeyringMissing:
+            self.keyring = LocalKeyring.create(path)
 
     @property
-    def primary_key_id(self) -> str:
-        return self.keyring.primary_key_id
+    def default_key_id(self) -> str:
+        return self.keyring.default_key_id
 
-    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
-        return self.keyring.wrap(data_key, associated_data)
+    def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
+        return self.keyring.wrap(key_id, data_key, associated_data)
 
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
         if FlakyKeys.failing:
@@ -222,12 +228,89 @@ async def test_a_key_provider_that_cannot_unwrap_is_named(settings: Settings, pl
         checks = response.json()["data"]["checks"]
         assert checks["key_provider"] == {
             "ok": False,
-            "error": "a probe key could not be wrapped and unwrapped (RuntimeError)",
+            "error": "a probe key could not be wrapped and unwrapped (KeyUnavailable)",
         }
         assert KEY_MATERIAL not in response.text
         assert "key_provider" in response.json()["message"]
         FlakyKeys.failing = False
         assert (await ready(api)).json()["data"]["checks"]["key_provider"] == {"ok": True}
+
+
+async def test_ready_fails_while_the_key_provider_fails_during_verification(
+    settings: Settings, plugins: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key check passed (and is kept for a while); then the provider fails while the
+    worker opens a pending integration's credentials. /ready fails from then on, not at the
+    end of the kept answer; the row stays pending and is retried; when the provider
+    recovers, /ready passes and the row is verified."""
+    monkeypatch.setattr(readiness, "KEY_CHECK_TTL_SECONDS", 3600.0)  # kept all test long
+    fast = configure(
+        settings,
+        key_provider="flaky",
+        embedded_worker=True,
+        worker_poll=0.05,
+        verify_backoff_base=0.05,
+        verify_backoff_max=0.2,
+    )
+    async with serve(fast, plugins) as api:
+        await eventually(lambda: status_is(api, 200))  # the key check passed: kept 5 s
+        FlakyKeys.failing = True
+        _, headers = api.tenant_token("acme")
+        created = await api.client.post("/api/v1/integrations", json=TEXTLY, headers=headers)
+        assert created.status_code == 201  # sealing wraps, which works
+        integration_id = created.json()["data"]["id"]
+        await eventually(lambda: status_is(api, 503))
+        response = await ready(api)
+        assert failing(response) == ["key_provider"]
+        assert KEY_MATERIAL not in response.text
+        assert api.services.key_provider.failures > 0
+        view = await api.client.get(f"/api/v1/integrations/{integration_id}", headers=headers)
+        assert view.json()["data"]["status"] == "pending_verify"
+
+        FlakyKeys.failing = False
+        await eventually(lambda: status_is(api, 200))
+        await eventually(lambda: integration_status(api, headers, integration_id, "active"))
+
+
+async def test_ready_fails_while_a_key_in_use_is_missing_from_the_keyring(
+    settings: Settings, plugins: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The primary key works (the probe wraps and unwraps under it), but an older key a live
+    row still uses is missing from this node's keyring: the worker cannot open that row, and
+    /ready says so until the key is back."""
+    monkeypatch.setattr(readiness, "KEY_CHECK_TTL_SECONDS", 3600.0)
+    fast = configure(settings, embedded_worker=True, worker_poll=0.05, verify_backoff_max=0.2)
+    async with serve(fast, plugins) as api:
+        await eventually(lambda: status_is(api, 200))
+        _, headers = api.tenant_token("acme")
+        created = await api.client.post("/api/v1/integrations", json=TEXTLY, headers=headers)
+        integration_id = created.json()["data"]["id"]
+        await eventually(lambda: integration_status(api, headers, integration_id, "active"))
+        keys = api.services.key_provider
+        assert keys.local is not None
+        old_key = keys.primary_key_id
+        custody.rotate(keys, "local")
+        whole = keys.local.path.read_bytes()  # both keys: what a restore brings back
+        keys.local.remove_key(old_key)  # as a node whose copy of the keyring lacks it
+        # the row (still sealed under the old key) is due for verification again
+        api.database.transaction_blocking(
+            lambda conn: conn.execute(
+                integration_rows.t.update()
+                .where(integration_rows.t.c.id == integration_id)
+                .values(status="pending_verify", next_verify_at=utcnow())
+            )
+        )
+        await eventually(lambda: status_is(api, 503))
+        assert failing(await ready(api)) == ["key_provider"]
+        view = await api.client.get(f"/api/v1/integrations/{integration_id}", headers=headers)
+        assert view.json()["data"]["status"] == "pending_verify"
+
+        restored = keys.local.path.with_name("restored.json")
+        restored.write_bytes(whole)
+        restored.chmod(0o600)
+        os.replace(restored, keys.local.path)
+        await eventually(lambda: status_is(api, 200))
+        await eventually(lambda: integration_status(api, headers, integration_id, "active"))
 
 
 async def test_without_any_worker_the_worker_check_fails(settings: Settings, plugins: Any) -> None:

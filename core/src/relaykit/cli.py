@@ -25,11 +25,21 @@ from relaykit import tenants as tenant_service
 from relaykit.catalog import Catalog, DuplicateProviderError
 from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z
-from relaykit.keys import LocalKeyring, key_usage, load_key_provider, rewrap_all, sealed_row_count
+from relaykit.keys import (
+    KeySet,
+    LocalKeyring,
+    custody,
+    key_usage,
+    load_key_provider,
+    rewrap_all,
+    sealed_row_count,
+)
+from relaykit.keys.rewrap import UNREADABLE
 from relaykit.plugins import RelaykitPluginManager, get_plugin_manager
 from relaykit.scaffold import write_provider_package
 from relaykit.settings import Settings
-from relaykit.storage.database import Database, DatabaseError, open_database
+from relaykit.storage import integrations as rows
+from relaykit.storage.database import Database, open_database
 from relaykit.storage.schema import current_revision, head_revision
 from relaykit.worker import VerificationWorker
 
@@ -231,9 +241,7 @@ def worker(
         catalog = state.plugin_manager.catalog()
     except DuplicateProviderError as exc:
         raise _fail(exc) from None
-    runner = VerificationWorker(
-        settings, state.database, catalog, load_key_provider(settings, state.plugin_manager)
-    )
+    runner = VerificationWorker(settings, state.database, catalog, _key_set(state))
 
     async def main() -> None:
         async def stop_on_signal() -> None:
@@ -261,90 +269,177 @@ def event_loop_options() -> dict[str, bool]:
 
 @cli.group()
 def keys() -> None:
-    """Key-encryption keys: status, rotate, rewrap, retire."""
+    """Key-encryption keys: init, status, add, rotate, rewrap, retire (docs/security.md)."""
 
 
-def _local_keyring(state: CliState) -> LocalKeyring:
-    if state.settings.key_provider != "local":
+def _key_set(state: CliState) -> KeySet:
+    """Every installed key provider, attached to the database (refuses to go on when the
+    keys the database needs are nowhere to be found, like the server)."""
+    try:
+        key_set = load_key_provider(state.settings, state.plugin_manager)
+        custody.attach(key_set, state.database, state.settings)
+    except RelaykitError as exc:
+        raise _fail(exc) from None
+    return key_set
+
+
+@keys.command("init")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Make a new keyring even though the database needs keys that are lost: they are "
+    "retired, and integrations sealed under them must have their secrets replaced.",
+)
+@pass_state
+def keys_init(state: CliState, force: bool) -> None:
+    """Make the local keyring (RELAYKIT_KEYRING) and make its key the primary key."""
+    settings = state.settings
+    if settings.key_provider != "local":
         raise click.ClickException(
-            f"the keyring commands manage the local keyring; RELAYKIT_KEY_PROVIDER is "
-            f"{state.settings.key_provider!r}, whose keys its own tooling manages"
+            f"RELAYKIT_KEY_PROVIDER is {settings.key_provider!r}: 'keys init' makes the local "
+            f"keyring, whose key would become primary instead"
         )
-    return LocalKeyring.in_home(state.settings.home)
+    if settings.keyring.exists():
+        raise click.ClickException(
+            f"a keyring already exists at {settings.keyring}: it is never overwritten (move "
+            f"it away first if it is really to be replaced)"
+        )
+    recorded = state.database.read_blocking(custody.recorded)
+    sealed = state.database.read_blocking(rows.count_sealed)
+    lost = sorted(k for (p, k), s in recorded.items() if p == "local" and s != custody.RETIRED)
+    if (lost or sealed) and not force:
+        needs = f" and needs the local key(s) {', '.join(lost)}" if lost else ""
+        raise click.ClickException(
+            f"the database holds {sealed} integration(s) with sealed credentials{needs}: "
+            f"restore the keyring that holds its keys to {settings.keyring} instead (from its "
+            f"backup, or copied from another node). --force makes a new keyring and retires "
+            f"the lost keys; integrations sealed under them must then have their secrets "
+            f"replaced."
+        )
+    keyring = LocalKeyring.create(settings.keyring)
+    key_id = keyring.default_key_id
+
+    def record(conn: Any) -> None:
+        previous = custody.primary(conn)
+        for old in lost:
+            custody.record(conn, "local", old, custody.RETIRED)
+        custody.record(conn, "local", key_id, custody.PRIMARY)
+        audit_trail.record(
+            conn,
+            tenant_id=None,
+            action=audit_trail.KEYS_ROTATED,
+            resource_type="key",
+            resource_id=key_id,
+            details={
+                "key_provider": "local",
+                "primary_key_id": key_id,
+                "previous_key_provider": previous[0] if previous else None,
+                "previous_key_id": previous[1] if previous else None,
+                "lost_key_ids": lost,
+            },
+        )
+
+    state.database.transaction_blocking(record)
+    click.echo(f"created the keyring {settings.keyring}; primary key local {key_id}")
+    if lost:
+        click.echo(
+            f"the keys {', '.join(lost)} are retired as lost: integrations sealed under them "
+            f"go to 'error' when next opened, until their secrets are replaced",
+            err=True,
+        )
 
 
 @keys.command("status")
 @pass_state
 def keys_status(state: CliState) -> None:
-    """Sealed rows per key; the primary key is marked with *."""
-    provider = load_key_provider(state.settings, state.plugin_manager)
+    """Every key relaykit has used, its state and live rows; the primary is marked with *.
+    A local key in the keyring that relaykit has not used yet ('keys add') is listed last."""
+    key_set = _key_set(state)
     usage = anyio.run(key_usage, state.database)
-    listed = set()
-    if state.settings.key_provider == "local":
-        keyring = _local_keyring(state)
-        for key_id in keyring.key_ids:
-            mark = "*" if key_id == keyring.primary_key_id else " "
-            count = usage.get(("local", key_id), 0)
-            click.echo(f"{mark} local {key_id}  created {keyring.created_at(key_id)}  rows {count}")
-            listed.add(("local", key_id))
+    recorded = state.database.read_blocking(custody.recorded)
+    local = key_set.local
+    for (name, key_id), key_state in sorted(
+        recorded.items(), key=lambda item: (item[1] != custody.PRIMARY, item[0])
+    ):
+        mark = "*" if key_state == custody.PRIMARY else " "
+        held = ""
+        if name == "local":
+            held = (
+                "  in keyring" if local is not None and local.holds(key_id) else "  NOT in keyring"
+            )
+        count = usage.get((name, key_id), 0)
+        click.echo(f"{mark} {name} {key_id}  {key_state}  rows {count}{held}")
     for (name, key_id), count in sorted(usage.items()):
-        if (name, key_id) not in listed:
-            mark = "*" if (name, key_id) == (provider.name, provider.primary_key_id) else " "
-            click.echo(f"{mark} {name} {key_id}  rows {count}")
+        if (name, key_id) == UNREADABLE:
+            click.echo(f"? corrupt sealed credentials (cannot be decoded)  rows {count}")
+        elif (name, key_id) not in recorded:
+            click.echo(f"? {name} {key_id}  unrecorded  rows {count}")
+    if local is not None:
+        for key_id in local.key_ids:
+            if ("local", key_id) not in recorded:
+                click.echo(f"  local {key_id}  unused  rows 0  in keyring")
+
+
+@keys.command("add")
+@pass_state
+def keys_add(state: CliState) -> None:
+    """Add a key to the local keyring without making it primary; its id is the last line.
+    Copy the keyring to every node, then 'relaykit keys rotate --key-id ID' (docs/deployment.md)."""
+    try:
+        keyring = LocalKeyring(state.settings.keyring)
+        key_id = keyring.create_key()
+    except RelaykitError as exc:
+        raise _fail(exc) from None
+    click.echo(
+        f"added key {key_id} to {keyring.path}: copy the keyring to every node, then run "
+        f"'relaykit keys rotate --key-id {key_id}'",
+        err=True,
+    )
+    click.echo(key_id)
 
 
 @keys.command("rotate")
+@click.option(
+    "--key-id",
+    default=None,
+    help="The key to make primary: a KMS key id or ARN, or a key already in the local keyring "
+    "('keys add'); without it the local keyring makes a new key.",
+)
 @pass_state
-def keys_rotate(state: CliState) -> None:
-    """Make a new key the primary; old keys still unwrap until retired. Run rewrap next."""
-    keyring = _local_keyring(state)
-    previous = keyring.primary_key_id
-    key_id = keyring.rotate()
-    _record_key_event(
-        state,
-        audit_trail.KEYS_ROTATED,
-        key_id,
-        {"key_provider": "local", "primary_key_id": key_id, "previous_key_id": previous},
-    )
-    click.echo(f"new primary key {key_id}; run 'relaykit keys rewrap' to move rows onto it")
-
-
-def _record_key_event(state: CliState, action: str, key_id: str, details: dict[str, Any]) -> None:
-    """The audit event of a keyring change. The keyring is a file, not the database: the
-    event is written right after the file changed; if it cannot be, say so and exit 1 (the
-    change stands)."""
+def keys_rotate(state: CliState, key_id: str | None) -> None:
+    """Make a key of RELAYKIT_KEY_PROVIDER the primary (recorded in the database: every node
+    seals under it from its next seal); old keys still unwrap until retired. Run rewrap next."""
+    key_set = _key_set(state)
+    name = state.settings.key_provider
     try:
-        state.database.transaction_blocking(
-            audit_trail.record,
-            tenant_id=None,
-            action=action,
-            resource_type="key",
-            resource_id=key_id,
-            details=details,
+        key_id = custody.rotate(key_set, name, key_id)
+    except RelaykitError as exc:
+        raise _fail(exc) from None
+    if name == "local":
+        click.echo(
+            f"the keyring {state.settings.keyring} holds the new key: nodes that do not share "
+            f"this file need a copy of it before they can seal (docs/deployment.md)",
+            err=True,
         )
-    except DatabaseError as exc:
-        raise click.ClickException(
-            f"the keyring changed ({action} {key_id}) but the audit event could not be "
-            f"written ({type(exc).__name__}); the change stands"
-        ) from None
+    click.echo(f"new primary key {name} {key_id}; run 'relaykit keys rewrap' to move rows onto it")
 
 
 @keys.command("rewrap")
 @click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 10_000))
 @pass_state
 def keys_rewrap(state: CliState, batch_size: int) -> None:
-    """Rewrap every row's data key with the primary key, online and resumably."""
-    provider = load_key_provider(state.settings, state.plugin_manager)
+    """Rewrap every live row's data key with the primary key, online and resumably."""
+    key_set = _key_set(state)
     total = anyio.run(sealed_row_count, state.database)
     with click.progressbar(length=total, label="rewrapping", file=sys.stderr) as bar:
         progress = anyio.run(
             functools.partial(
-                rewrap_all, state.database, provider, batch_size=batch_size, on_batch=bar.update
+                rewrap_all, state.database, key_set, batch_size=batch_size, on_batch=bar.update
             )
         )
     click.echo(
         f"rewrapped {progress.rewrapped}, skipped {progress.skipped} (changed meanwhile), "
-        f"failed {progress.failed}; primary key {provider.primary_key_id}"
+        f"failed {progress.failed}; primary key {key_set.name} {key_set.primary_key_id}"
     )
     if progress.failed:
         raise click.exceptions.Exit(1)
@@ -354,19 +449,49 @@ def keys_rewrap(state: CliState, batch_size: int) -> None:
 @click.argument("key_id")
 @pass_state
 def keys_retire(state: CliState, key_id: str) -> None:
-    """Remove a key no row uses any more."""
-    keyring = _local_keyring(state)
-    in_use = anyio.run(key_usage, state.database).get(("local", key_id), 0)
+    """Retire a key no live row uses any more (a local key leaves the keyring file)."""
+    key_set = _key_set(state)
+    recorded = state.database.read_blocking(custody.recorded)
+    found = [(p, k) for (p, k) in recorded if k == key_id]
+    if not found:
+        raise click.ClickException(f"key {key_id} is not one relaykit has used")
+    name = found[0][0]
+    if recorded[(name, key_id)] == custody.PRIMARY:
+        raise click.ClickException(f"key {key_id} is the primary key: rotate first")
+    if recorded[(name, key_id)] == custody.RETIRED:
+        raise click.ClickException(f"key {key_id} is already retired")
+    in_use = anyio.run(key_usage, state.database).get((name, key_id), 0)
     if in_use:
         raise click.ClickException(
             f"key {key_id} still wraps {in_use} rows: run 'relaykit keys rewrap' first"
         )
-    try:
-        keyring.retire(key_id)
-    except RelaykitError as exc:
-        raise _fail(exc) from None
-    _record_key_event(state, audit_trail.KEYS_RETIRED, key_id, {"key_provider": "local"})
-    click.echo(f"retired key {key_id}")
+
+    def record(conn: Any) -> None:
+        custody.record(conn, name, key_id, custody.RETIRED)
+        audit_trail.record(
+            conn,
+            tenant_id=None,
+            action=audit_trail.KEYS_RETIRED,
+            resource_type="key",
+            resource_id=key_id if len(key_id) <= 26 else None,
+            details={"key_provider": name, "key_id": key_id},
+        )
+
+    state.database.transaction_blocking(record)
+    click.echo(f"retired key {name} {key_id}")
+    local = key_set.local
+    if name == "local" and local is not None and local.holds(key_id):
+        if local.key_ids == (key_id,):
+            # The keyring's last key (after moving to another key provider): nothing else
+            # needs the file; it is the operator's to delete once no backup needs it.
+            click.echo(
+                f"{local.path} holds no other key: delete it once no backup needs it", err=True
+            )
+            return
+        try:
+            local.remove_key(key_id)
+        except RelaykitError as exc:
+            raise _fail(exc) from None
 
 
 # -- audit -----------------------------------------------------------------------------------

@@ -103,30 +103,44 @@ class RelaykitSpecs:
     def relaykit_key_providers(self) -> Iterable[KeyProviderSpec]:
         """Offer key providers: what wraps and unwraps the data keys of sealed credentials.
 
-        A key provider has a ``name`` (recorded in every blob it wraps), a
-        ``primary_key_id`` property, ``wrap(data_key, associated_data) -> (key_id,
-        wrapped)`` and ``unwrap(key_id, wrapped, associated_data) -> data_key`` (raising
-        :class:`relaykit.sealing.SealError` when it cannot). ``RELAYKIT_KEY_PROVIDER``
-        selects the one that wraps; the others still unwrap what they wrapped.
+        A key provider (:class:`relaykit.sealing.KeyProvider`) has a ``name`` (recorded in
+        every blob it wraps), a ``default_key_id`` property (the key a new database begins
+        with), ``wrap(key_id, data_key, associated_data) -> wrapped`` and
+        ``unwrap(key_id, wrapped, associated_data) -> data_key``. It raises
+        :class:`relaykit.sealing.KeyUnavailable` when it cannot use the key now
+        (unreachable, not held, access denied) and
+        :class:`relaykit.sealing.CredentialsUnreadable` when a wrapped key fails
+        authentication; messages never hold key material. Which key wraps is the database's
+        record (``relaykit keys rotate --key-id``), not the provider's;
+        ``RELAYKIT_KEY_PROVIDER`` names the provider a new database begins with and rotate
+        uses. Every installed provider still unwraps what it wrapped. Check one with
+        :class:`relaykit.testing.KeyProviderContractTests`; ``plugins/aws-kms`` is a
+        complete example.
 
         Example:
             .. code-block:: python
 
                 from relaykit import hookimpl
                 from relaykit.keys import KeyProviderSpec
+                from relaykit.sealing import CredentialsUnreadable, KeyUnavailable
 
                 class VaultTransit:
                     name = "vault"
-                    primary_key_id = "relaykit-v1"
+                    default_key_id = "relaykit-v1"
 
                     def __init__(self, settings):
                         self.client = make_vault_client()  # the plugin's own settings
 
-                    def wrap(self, data_key, associated_data):
-                        return self.primary_key_id, self.client.encrypt(data_key, associated_data)
+                    def wrap(self, key_id, data_key, associated_data):
+                        return self.client.encrypt(key_id, data_key, associated_data)
 
                     def unwrap(self, key_id, wrapped, associated_data):
-                        return self.client.decrypt(key_id, wrapped, associated_data)
+                        try:
+                            return self.client.decrypt(key_id, wrapped, associated_data)
+                        except VaultAuthError:
+                            raise CredentialsUnreadable("the wrapped key failed authentication")
+                        except VaultDown as exc:
+                            raise KeyUnavailable(f"vault: {type(exc).__name__}")
 
                 @hookimpl
                 def relaykit_key_providers():

@@ -6,8 +6,10 @@ key service makes its check fail, never the probe hang):
 * ``database``: a trivial query answers;
 * ``schema``: the database's migration revision is the newest the installed code knows
   (``relaykit db upgrade`` fixes it);
-* ``key_provider``: the selected key provider wraps a random probe data key and unwraps it
-  back (no credentials are touched);
+* ``key_provider``: a random probe data key is wrapped under the database's primary key
+  (read again first: another node may have rotated) and unwrapped back, and every key whose
+  last use failed in this process (a key the keyring lacks, a KMS key access is denied to)
+  is probed again (no credentials are touched);
 * ``worker``: the verification worker's heartbeat is fresh, i.e. its row in
   ``worker_heartbeats`` beat within ``RELAYKIT_WORKER_HEARTBEAT`` seconds: this process's own
   worker when it runs one (``RELAYKIT_EMBEDDED_WORKER``), else any ``relaykit worker``.
@@ -18,6 +20,7 @@ A failing check carries an ``error`` for the operator: never a secret and never 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import math
@@ -32,7 +35,7 @@ import anyio.to_thread
 import msgspec
 
 from relaykit.ids import utcnow
-from relaykit.sealing import KeyProvider, runs_in_process
+from relaykit.sealing import Keys, runs_in_process
 from relaykit.storage import heartbeats
 from relaykit.storage.database import Database
 from relaykit.storage.schema import current_revision, head_revision
@@ -83,7 +86,7 @@ def _head() -> str:
     return head_revision()  # reads the migration scripts: once per process
 
 
-def _probe(key_provider: KeyProvider) -> bool:
+def _probe(key_provider: Keys) -> bool:
     data_key = secrets.token_bytes(32)
     key_id, wrapped = key_provider.wrap(data_key, PROBE_ASSOCIATED_DATA)
     return secrets.compare_digest(
@@ -109,7 +112,7 @@ class ReadinessProbe:
     def __init__(
         self,
         database: Database,
-        key_provider: KeyProvider,
+        key_provider: Keys,
         *,
         worker_owner: str | None,
         heartbeat_interval: float,
@@ -119,6 +122,7 @@ class ReadinessProbe:
         self.worker_owner = worker_owner
         self.heartbeat_interval = heartbeat_interval
         self._key_ok_until = -math.inf  # monotonic time a good key check holds until
+        self._key_failures_seen = 0  # the key set's failure count at the last good check
         self._running = 0  # threads started by checks and not yet returned, hung or not
         self._running_lock = threading.Lock()
 
@@ -171,16 +175,25 @@ class ReadinessProbe:
     async def check_key_provider(self) -> ReadinessCheck:
         """A probe key wrapped and unwrapped; a good answer is kept for
         :data:`KEY_CHECK_TTL_SECONDS` (``/ready`` needs no token: a probe per request would
-        let anyone who reaches it drive calls to a key service)."""
+        let anyone who reaches it drive calls to a key service), unless a key failed in this
+        process since: then it probes again at once, and fails while the key does."""
         now = time.monotonic()
-        if self._key_ok_until > now:
+        failures = getattr(self.key_provider, "failures", 0)
+        if self._key_ok_until > now and failures == self._key_failures_seen:
             return ReadinessCheck(ok=True)
         result = await self._probe_key_provider()
         if result.ok:
             self._key_ok_until = now + KEY_CHECK_TTL_SECONDS
+            self._key_failures_seen = getattr(self.key_provider, "failures", 0)
         return result
 
     async def _probe_key_provider(self) -> ReadinessCheck:
+        refresh = getattr(self.key_provider, "refresh", None)
+        if refresh is not None:
+            # The database's primary key now (an unreachable database is the database
+            # check's to report: the probe goes on with the primary last read).
+            with contextlib.suppress(Exception):
+                await refresh()
         try:
             if runs_in_process(self.key_provider):
                 same = _probe(self.key_provider)
@@ -196,6 +209,19 @@ class ReadinessProbe:
             return ReadinessCheck(
                 ok=False, error="the probe key came back different from the key wrapped"
             )
+        recheck = getattr(self.key_provider, "recheck_failed", None)
+        if recheck is not None:
+            if runs_in_process(self.key_provider):
+                failing = recheck()
+            else:
+                failing = await self._in_thread(recheck)
+            if failing:
+                # Which keys is in the log (relaykit.keys), not on this unauthenticated page.
+                return ReadinessCheck(
+                    ok=False,
+                    error=f"{len(failing)} key(s) in use cannot be used by the key provider "
+                    "(see the log)",
+                )
         return ReadinessCheck(ok=True)
 
     async def check_worker(self, now: dt.datetime | None = None) -> ReadinessCheck:

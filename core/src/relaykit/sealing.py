@@ -24,7 +24,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relaykit.errors import RelaykitError
-from relaykit.metrics import KEY_PROVIDER_ERRORS
 from relaykit.redaction import register_secrets
 
 T = TypeVar("T")
@@ -38,6 +37,19 @@ _KEY_BYTES = 32
 
 class SealError(RelaykitError):
     """Sealed credentials could not be opened. The message never holds key or plaintext."""
+
+
+class KeyUnavailable(SealError):
+    """The key provider cannot use the key now: unreachable, a key it does not hold, access
+    denied, a disabled key. The operator's fault, not the tenant's: an integration whose
+    credentials cannot be opened for this reason is left as it is, and the work is retried
+    (an operation answers 503 ``key_provider_unavailable``)."""
+
+
+class CredentialsUnreadable(SealError):
+    """This row's sealed credentials fail authentication or are corrupt (altered, or copied
+    from another row), while the key provider works: that integration's fault. It moves to
+    ``error`` until its secret is replaced."""
 
 
 class SealContext(msgspec.Struct, frozen=True):
@@ -72,73 +84,105 @@ class SealedBlob(msgspec.Struct, array_like=True, frozen=True):
 class KeyProvider(Protocol):
     """Wraps and unwraps data keys with key-encryption keys it holds (a keyring, a KMS).
 
-    ``name`` is recorded in every blob it wraps; ``primary_key_id`` names the key that wraps
-    new data keys (blobs under another key are what ``relaykit keys rewrap`` moves).
+    ``name`` is recorded in every blob it wraps. Which key wraps new data keys is not the
+    provider's choice: the database records the primary key (:mod:`relaykit.keys.custody`),
+    so every node seals under the same key, and the provider is handed the key id.
+    ``default_key_id`` is the key to begin with on a database that records none.
+
+    Failures are raised as :class:`KeyUnavailable` (the provider cannot use the key now) or
+    :class:`CredentialsUnreadable` (the wrapped key fails authentication under the given
+    associated data); any other exception is taken as :class:`KeyUnavailable`. Messages never
+    hold key material.
 
     A provider may set ``in_process = True`` when ``wrap`` and ``unwrap`` do no network I/O
     (the local keyring): relaykit then seals and opens on the event loop. Without it (a KMS,
-    Vault) they always run in a worker thread. See :func:`runs_in_process`.
+    Vault) they always run in a worker thread. See :func:`runs_in_process`. A provider that
+    can make keys itself offers ``create_key() -> str`` (``relaykit keys rotate`` without
+    ``--key-id``).
     """
 
     name: str
 
     @property
-    def primary_key_id(self) -> str: ...
+    def default_key_id(self) -> str: ...
 
-    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
-        """Wrap ``data_key`` with the current primary KEK; return ``(key_id, wrapped)``."""
+    def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
+        """Wrap ``data_key`` with KEK ``key_id``, binding ``associated_data``."""
         ...
 
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
-        """Unwrap a data key wrapped by KEK ``key_id``; raise :class:`SealError` if it cannot."""
+        """Unwrap a data key wrapped by KEK ``key_id`` under the same associated data."""
         ...
 
 
-def runs_in_process(key_provider: KeyProvider) -> bool:
+class Keys(Protocol):
+    """What sealing needs: the provider and key new data keys are wrapped with, and every
+    installed provider for unwrapping (:class:`relaykit.keys.KeySet`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def primary_key_id(self) -> str: ...
+
+    @property
+    def in_process(self) -> bool: ...
+
+    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
+        """Wrap under the primary key: ``(key_id, wrapped)``."""
+        ...
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+        """Unwrap with the primary key's provider."""
+        ...
+
+    def unwrap_from(
+        self, key_provider: str, key_id: str, wrapped: bytes, associated_data: bytes
+    ) -> bytes:
+        """Unwrap with the named provider's key ``key_id``."""
+        ...
+
+
+def runs_in_process(key_provider: KeyProvider | Keys) -> bool:
     """Whether ``key_provider`` says its wrap and unwrap do no network I/O (``in_process``),
     so they may run on an event loop."""
     return getattr(key_provider, "in_process", False) is True
 
 
-async def call_with_key_provider(key_provider: KeyProvider, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)``, which wraps or unwraps through ``key_provider``: on the event loop for
-    an in-process provider (:func:`runs_in_process`), else in a worker thread."""
-    if runs_in_process(key_provider):
+async def call_with_key_provider(keys: KeyProvider | Keys, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, which wraps or unwraps through ``keys``: on the event loop for an
+    in-process provider (:func:`runs_in_process`), else in a worker thread."""
+    if runs_in_process(keys):
         return fn(*args)
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-async def seal(values: Mapping[str, Any], context: SealContext, key_provider: KeyProvider) -> bytes:
+async def seal(values: Mapping[str, Any], context: SealContext, keys: Keys) -> bytes:
     """:func:`seal_credentials` from the event loop (a remote key provider in a thread)."""
-    return await call_with_key_provider(
-        key_provider, seal_credentials, values, context, key_provider
-    )
+    return await call_with_key_provider(keys, seal_credentials, values, context, keys)
 
 
-async def unseal(sealed: bytes, context: SealContext, key_provider: KeyProvider) -> dict[str, Any]:
+async def unseal(sealed: bytes, context: SealContext, keys: Keys) -> dict[str, Any]:
     """:func:`open_credentials` from the event loop (a remote key provider in a thread)."""
-    return await call_with_key_provider(
-        key_provider, open_credentials, sealed, context, key_provider
-    )
+    return await call_with_key_provider(keys, open_credentials, sealed, context, keys)
 
 
-def seal_credentials(
-    values: Mapping[str, Any], context: SealContext, key_provider: KeyProvider
-) -> bytes:
-    """Seal ``values`` (the sensitive fields) for ``context``; returns the stored bytes."""
+def seal_credentials(values: Mapping[str, Any], context: SealContext, keys: Keys) -> bytes:
+    """Seal ``values`` (the sensitive fields) for ``context`` under the primary key; returns
+    the stored bytes. Raises :class:`KeyUnavailable` when the key provider cannot wrap."""
     register_secrets(values.values())
     aad = context.associated_data()
     data_key = AESGCM.generate_key(bit_length=256)
     nonce = secrets.token_bytes(_NONCE_BYTES)
     ciphertext = AESGCM(data_key).encrypt(nonce, msgspec.json.encode(dict(values)), aad)
-    key_id, wrapped = _wrap(key_provider, data_key, aad)
-    blob = SealedBlob(BLOB_FORMAT, key_provider.name, key_id, wrapped, nonce, ciphertext)
+    name, key_id, wrapped = _wrap(keys, data_key, aad)
+    blob = SealedBlob(BLOB_FORMAT, name, key_id, wrapped, nonce, ciphertext)
     logger.debug(
         "sealed %d credential fields (%s) for integration %s under %s key %s",
         len(values),
         ",".join(sorted(values)),
         context.integration_id,
-        key_provider.name,
+        name,
         key_id,
     )
     return msgspec.msgpack.encode(blob)
@@ -149,83 +193,69 @@ def read_blob(sealed: bytes) -> SealedBlob:
     try:
         raw = msgspec.msgpack.decode(sealed)
     except (msgspec.DecodeError, ValueError):  # ValueError: UnicodeDecodeError in a str
-        raise SealError("sealed credentials are corrupt: they cannot be decoded") from None
+        raise CredentialsUnreadable(
+            "sealed credentials are corrupt: they cannot be decoded"
+        ) from None
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], int):
-        raise SealError("sealed credentials are corrupt: unexpected structure")
+        raise CredentialsUnreadable("sealed credentials are corrupt: unexpected structure")
     if raw[0] != BLOB_FORMAT:
-        raise SealError(f"sealed credentials use unknown format version {raw[0]}")
+        raise CredentialsUnreadable(
+            f"sealed credentials are corrupt: unknown format version {raw[0]}"
+        )
     try:
         return msgspec.msgpack.decode(sealed, type=SealedBlob)
     except (msgspec.ValidationError, ValueError):
-        raise SealError("sealed credentials are corrupt: unexpected structure") from None
+        raise CredentialsUnreadable(
+            "sealed credentials are corrupt: unexpected structure"
+        ) from None
 
 
-def open_credentials(
-    sealed: bytes, context: SealContext, key_provider: KeyProvider
-) -> dict[str, Any]:
-    """Open a blob made by :func:`seal_credentials` for the same ``context``."""
+def open_credentials(sealed: bytes, context: SealContext, keys: Keys) -> dict[str, Any]:
+    """Open a blob made by :func:`seal_credentials` for the same ``context``.
+
+    Raises :class:`CredentialsUnreadable` (this blob's fault) or :class:`KeyUnavailable`
+    (the key provider's)."""
     blob = read_blob(sealed)
     aad = context.associated_data()
-    data_key = _unwrap(_provider_for(blob, key_provider), blob, aad)
+    data_key = keys.unwrap_from(blob.key_provider, blob.key_id, blob.wrapped_key, aad)
     try:
         plaintext = AESGCM(data_key).decrypt(blob.nonce, blob.ciphertext, aad)
     except (InvalidTag, ValueError):
-        raise SealError(
+        raise CredentialsUnreadable(
             "sealed credentials failed authentication: they belong to another integration "
             "or were altered"
         ) from None
     values = msgspec.json.decode(plaintext)  # authenticated above: it is what was sealed
     if not isinstance(values, dict):
-        raise SealError("sealed credentials are corrupt: unexpected content")
+        raise CredentialsUnreadable("sealed credentials are corrupt: unexpected content")
     register_secrets(values.values())
     return values
 
 
-def _wrap(key_provider: KeyProvider, data_key: bytes, aad: bytes) -> tuple[str, bytes]:
-    """``key_provider.wrap``, its failures counted (``relaykit_key_provider_errors_total``)."""
-    try:
-        return key_provider.wrap(data_key, aad)
-    except Exception:
-        KEY_PROVIDER_ERRORS.labels(key_provider.name, "wrap").inc()
-        raise
-
-
-def _unwrap(key_provider: KeyProvider, blob: SealedBlob, aad: bytes) -> bytes:
-    """``key_provider.unwrap`` of the blob's data key, its failures counted (a key it does
-    not hold, a tampered wrap, a KMS unreachable)."""
-    try:
-        return key_provider.unwrap(blob.key_id, blob.wrapped_key, aad)
-    except Exception:
-        KEY_PROVIDER_ERRORS.labels(key_provider.name, "unwrap").inc()
-        raise
-
-
-def _provider_for(blob: SealedBlob, key_provider: KeyProvider) -> KeyProvider:
-    if blob.key_provider == key_provider.name:
-        return key_provider
-    named = getattr(key_provider, "provider_named", None)
-    other = named(blob.key_provider) if named is not None else None
-    if other is None:
-        raise SealError(
-            f"sealed credentials were wrapped by key provider {blob.key_provider!r}, "
-            f"not {key_provider.name!r}"
-        )
-    return other
-
-
-def rewrap(sealed: bytes, context: SealContext, key_provider: KeyProvider) -> bytes | None:
+def rewrap(sealed: bytes, context: SealContext, keys: Keys) -> bytes | None:
     """The blob with its data key wrapped by the primary key, or ``None`` if it already is.
 
     Only the data key is unwrapped and wrapped again: the fields' ciphertext is untouched.
     """
     blob = read_blob(sealed)
-    if blob.key_provider == key_provider.name and blob.key_id == key_provider.primary_key_id:
+    if blob.key_provider == keys.name and blob.key_id == keys.primary_key_id:
         return None
     aad = context.associated_data()
-    data_key = _unwrap(_provider_for(blob, key_provider), blob, aad)
-    key_id, wrapped = _wrap(key_provider, data_key, aad)
+    data_key = keys.unwrap_from(blob.key_provider, blob.key_id, blob.wrapped_key, aad)
+    name, key_id, wrapped = _wrap(keys, data_key, aad)
     return msgspec.msgpack.encode(
-        msgspec.structs.replace(
-            blob, key_provider=key_provider.name, key_id=key_id, wrapped_key=wrapped
-        )
+        msgspec.structs.replace(blob, key_provider=name, key_id=key_id, wrapped_key=wrapped)
     )
+
+
+def _wrap(keys: Keys, data_key: bytes, aad: bytes) -> tuple[str, str, bytes]:
+    """``(key provider, key id, wrapped)`` under the primary key. The primary may change
+    while a remote provider wraps in a thread (the node saw a rotation): the provider's name
+    is read on both sides of the wrap, so a blob never names one provider with another's key
+    id."""
+    for _ in range(3):
+        name = keys.name
+        key_id, wrapped = keys.wrap(data_key, aad)
+        if keys.name == name:
+            return name, key_id, wrapped
+    raise KeyUnavailable("the primary key kept changing while sealing: try again")

@@ -23,12 +23,12 @@ from relaykit.catalog import Catalog
 from relaykit.deliveries import DeliveryAttemptService
 from relaykit.dispatch import Dispatcher
 from relaykit.integrations import IntegrationService
-from relaykit.keys import load_key_provider
+from relaykit.keys import custody, load_key_provider
+from relaykit.keys.loading import KeySet
 from relaykit.ledger import OperationService
 from relaykit.plugins import RelaykitPluginManager
 from relaykit.readiness import Readiness, ReadinessProbe
 from relaykit.routing import RoutingService
-from relaykit.sealing import KeyProvider
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
 from relaykit.webhook_intake import WebhookIntake
@@ -45,7 +45,7 @@ class Services:
         settings: Settings,
         catalog: Catalog,
         database: Database,
-        key_provider: KeyProvider,
+        key_provider: KeySet,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -92,6 +92,7 @@ class Services:
         database = open_database(settings)
         try:
             key_provider = load_key_provider(settings, plugin_manager)
+            custody.attach(key_provider, database, settings)
         except BaseException:
             database.dispose()
             raise
@@ -102,6 +103,18 @@ class Services:
             database.describe(),
         )
         return cls(settings, catalog, database, key_provider)
+
+    @staticmethod
+    def check_start(settings: Settings, plugin_manager: RelaykitPluginManager) -> None:
+        """The key-custody checks :meth:`open` makes, alone: ``relaykit serve`` runs them
+        before the server starts, so a refusal (:class:`~relaykit.errors.ConfigurationError`
+        saying what to restore) ends the command with its message, not a traceback from the
+        server's lifespan."""
+        database = open_database(settings)
+        try:
+            custody.attach(load_key_provider(settings, plugin_manager), database, settings)
+        finally:
+            database.dispose()
 
     async def readiness(self) -> Readiness:
         """Whether this process can do its work now, check by check (relaykit.readiness)."""

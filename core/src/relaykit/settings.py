@@ -19,6 +19,7 @@ import msgspec
 
 from relaykit.errors import ConfigurationError
 
+KEYRING_FILE_NAME = "keyring.json"
 SQLITE_FILE_NAME = "relaykit.sqlite3"
 
 #: the values of RELAYKIT_LOG_FORMAT
@@ -105,7 +106,8 @@ SETTINGS: tuple[Setting, ...] = (
         kind=Path,
         default=Path(".relaykit"),
         doc_default="`./.relaykit`",
-        help="Data folder: the SQLite file and the local keyring (`keyring.json`).",
+        help="Data folder: the SQLite file, and the local keyring unless `RELAYKIT_KEYRING` "
+        "puts it elsewhere.",
     ),
     Setting(
         name="RELAYKIT_DATABASE_URL",
@@ -186,8 +188,18 @@ SETTINGS: tuple[Setting, ...] = (
         name="RELAYKIT_KEY_PROVIDER",
         kind=str,
         default="local",
-        help="The key provider that wraps new data keys (`local`: the keyring in the home); "
-        "every installed one still unwraps.",
+        help="The key provider a new database begins with, and the one `relaykit keys rotate` "
+        "takes the next primary key from (`local`: the keyring at `RELAYKIT_KEYRING`). The "
+        "database records which key is primary; every installed provider still unwraps.",
+    ),
+    Setting(
+        name="RELAYKIT_KEYRING",
+        kind=Path,
+        default=None,
+        doc_default="`keyring.json` in `RELAYKIT_HOME`",
+        help="The local keyring file (mode 0600, owned by the user relaykit runs as). Created "
+        "only on an empty database or by `relaykit keys init`; every node of one database "
+        "needs the same keys (docs/deployment.md).",
     ),
     Setting(
         name="RELAYKIT_READ_CACHE",
@@ -298,6 +310,49 @@ SETTINGS: tuple[Setting, ...] = (
         group="plugins",
         help="Log every hook call at debug level (logger `relaykit.plugins`).",
     ),
+    # the relaykit-aws-kms key provider (plugins/aws-kms reads these itself) -----------------
+    Setting(
+        name="RELAYKIT_AWS_KMS_KEY_ID",
+        kind=str,
+        default=None,
+        group="plugins",
+        field=None,
+        help="relaykit-aws-kms: the KMS key (id or ARN) a new database begins with; later keys "
+        "come from `relaykit keys rotate --key-id`.",
+    ),
+    Setting(
+        name="RELAYKIT_AWS_KMS_ENDPOINT_URL",
+        kind=str,
+        default=None,
+        group="plugins",
+        field=None,
+        help="relaykit-aws-kms: another KMS endpoint (a VPC endpoint, or a stand-in in tests).",
+    ),
+    Setting(
+        name="RELAYKIT_AWS_REGION",
+        kind=str,
+        default=None,
+        group="plugins",
+        field=None,
+        doc_default="boto3's own chain (`AWS_DEFAULT_REGION`, the profile)",
+        help="relaykit-aws-kms: the AWS region of the KMS key.",
+    ),
+    Setting(
+        name="RELAYKIT_AWS_KMS_CACHE_SIZE",
+        kind=str,  # parsed by the plugin, which takes 0
+        default="1000",
+        group="plugins",
+        field=None,
+        help="relaykit-aws-kms: unwrapped data keys kept in memory (0: none).",
+    ),
+    Setting(
+        name="RELAYKIT_AWS_KMS_CACHE_SECONDS",
+        kind=str,  # parsed by the plugin, which takes 0
+        default="300",
+        group="plugins",
+        field=None,
+        help="relaykit-aws-kms: how long an unwrapped data key is kept in memory (0: not kept).",
+    ),
     # tests -----------------------------------------------------------------------------------
     Setting(
         name="RELAYKIT_TEST_DATABASE_URL",
@@ -350,6 +405,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_tolerance: float = _DEFAULT["webhook_tolerance"]
     retention_days: float = _DEFAULT["retention_days"]
     key_provider: str = _DEFAULT["key_provider"]
+    #: the local keyring file (``RELAYKIT_KEYRING``; unset: ``keyring.json`` in the home)
+    keyring: Path = None  # type: ignore[assignment]  # filled in by __post_init__
     read_cache: bool = _DEFAULT["read_cache"]
     disabled_plugins: tuple[str, ...] = _DEFAULT["disabled_plugins"]
     strict_plugins: bool = _DEFAULT["strict_plugins"]
@@ -359,6 +416,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_bases: Mapping[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.keyring is None:
+            msgspec.structs.force_setattr(self, "keyring", self.home / KEYRING_FILE_NAME)
         if self.log_format not in LOG_FORMATS:
             raise ConfigurationError(
                 f"RELAYKIT_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "

@@ -11,7 +11,9 @@ from typing import Any
 import click
 
 from relaykit import hookimpl, logs
+from relaykit.errors import RelaykitError
 from relaykit.metrics import MULTIPROC_ENV
+from relaykit.services import Services
 
 #: The app factory ``serve --workers N`` gives uvicorn (each process builds its own app).
 APP_FACTORY = "relaykit_server.app:create_app"
@@ -56,6 +58,10 @@ def relaykit_cli_commands(cli: click.Group) -> None:
 
         state = ctx.obj
         settings = state.settings
+        try:  # refuse here, with the message, rather than in the server's lifespan
+            Services.check_start(settings, state.plugin_manager)
+        except RelaykitError as exc:
+            raise click.ClickException(str(exc)) from None
         options: dict[str, Any] = {
             "host": host,
             "port": port,

@@ -1,8 +1,11 @@
-"""The local keyring: versioned key-encryption keys in a JSON file in ``RELAYKIT_HOME``.
+"""The local keyring: versioned key-encryption keys in a JSON file (``RELAYKIT_KEYRING``).
 
-The built-in key provider (``RELAYKIT_KEY_PROVIDER=local``, the default). The file
-(``keyring.json``, mode 0600) is created on first use, atomically; the primary key wraps
-new data keys and older keys still unwrap until ``relaykit keys retire`` removes them.
+The built-in key provider (``RELAYKIT_KEY_PROVIDER=local``, the default). The file (default
+``$RELAYKIT_HOME/keyring.json``) must be mode 0600 and owned by the user relaykit runs as;
+it is never created behind the operator's back: only on an empty database at start-up or by
+``relaykit keys init`` (:mod:`relaykit.keys.custody` decides). Which of its keys wraps new
+data keys is recorded in the database, not in the file, so every node agrees; the file's
+``primary`` is only the key a new database begins with.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from relaykit.errors import ConfigurationError
 from relaykit.ids import isoformat_z, new_id
-from relaykit.sealing import SealError
+from relaykit.sealing import CredentialsUnreadable, KeyUnavailable, SealError
 
 logger = logging.getLogger("relaykit.keys")
 
@@ -51,11 +55,21 @@ class _KeyringFile(msgspec.Struct, frozen=True):
     keys: list[_KeyEntry]
 
 
-class LocalKeyring:
-    """Versioned KEKs in ``<home>/keyring.json`` (mode 0600); the primary wraps new data keys.
+class KeyringMissing(ConfigurationError):
+    """There is no keyring file where ``RELAYKIT_KEYRING`` says."""
 
-    The file is created on first use, atomically: two processes starting at once agree on
-    one keyring (the second finds the first's file).
+
+class KeyringExists(ConfigurationError):
+    """:meth:`LocalKeyring.create` found a keyring already there (it never overwrites one)."""
+
+
+class LocalKeyring:
+    """Versioned KEKs in a JSON file (mode 0600, the process's own user).
+
+    :meth:`create` makes a new file atomically (it refuses if one exists); the constructor
+    loads an existing one and raises :class:`KeyringMissing` if there is none. Changes made
+    by another process (``relaykit keys rotate`` adds a key) are picked up with one
+    ``stat()`` when a key is missing or the default is asked for.
     """
 
     name = "local"
@@ -66,17 +80,54 @@ class LocalKeyring:
         self.path = path
         self._keys: dict[str, AESGCM] = {}
         self._created: dict[str, str] = {}
-        self._primary = ""
+        self._default = ""
         self._stamp: tuple[int, int] | None = None
+        if not path.exists():
+            raise KeyringMissing(f"there is no keyring at {path}")
         self.reload()
 
+    @classmethod
+    def create(cls, path: Path) -> LocalKeyring:
+        """A new keyring with one key at ``path``; :class:`KeyringExists` if one exists."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        entry = _new_key_entry()
+        content = json.dumps(
+            msgspec.to_builtins(_KeyringFile(format=1, primary=entry.id, keys=[entry])), indent=2
+        ).encode()
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{new_id()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            # link() fails if a keyring appeared meanwhile: it is never overwritten.
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise KeyringExists(f"a keyring already exists at {path}") from None
+        finally:
+            temporary.unlink(missing_ok=True)
+        logger.info("created the keyring %s with key %s", path, entry.id)
+        return cls(path)
+
     @property
-    def primary_key_id(self) -> str:
+    def inode(self) -> int | None:
+        """The inode of the file as last read (to tell it from one put in its place)."""
+        return self._stamp[0] if self._stamp is not None else None
+
+    @property
+    def default_key_id(self) -> str:
         self._reload_if_changed()
-        return self._primary
+        return self._default
+
+    def holds(self, key_id: str) -> bool:
+        if key_id not in self._keys:
+            self._reload_if_changed()
+        return key_id in self._keys
 
     def _reload_if_changed(self) -> None:
-        """Pick up a rotation made by another process: one stat() per call."""
+        """Pick up a change made by another process: one stat() per call."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -84,33 +135,40 @@ class LocalKeyring:
         if (stat.st_ino, stat.st_mtime_ns) != self._stamp:
             self.reload()
 
-    @classmethod
-    def in_home(cls, home: Path) -> LocalKeyring:
-        return cls(home / cls.FILE_NAME)
+    def _check_file(self, stat: os.stat_result) -> None:
+        if stat.st_uid != os.geteuid():
+            raise ConfigurationError(
+                f"the keyring {self.path} belongs to uid {stat.st_uid}, not to the user "
+                f"relaykit runs as (uid {os.geteuid()}): chown it"
+            )
+        if stat.st_mode & 0o077:
+            raise ConfigurationError(
+                f"the keyring {self.path} has mode {stat.st_mode & 0o777:04o}: others may "
+                f"read it. Run: chmod 600 {self.path}"
+            )
 
     def reload(self) -> None:
-        if not self.path.exists():
-            self._create()
-        data = self._read()
         stat = self.path.stat()
+        self._check_file(stat)
+        data = self._read()
         keys: dict[str, AESGCM] = {}
         for entry in data.keys:
             material = base64.b64decode(entry.material)
             if len(material) != _KEY_BYTES:
-                raise SealError(f"key {entry.id} in {self.path} is not a 256-bit key")
+                raise ConfigurationError(f"key {entry.id} in {self.path} is not a 256-bit key")
             keys[entry.id] = AESGCM(material)
         if data.primary not in keys:
-            raise SealError(f"the keyring's primary key {data.primary} is missing from it")
+            raise ConfigurationError(f"the keyring's primary key {data.primary} is missing from it")
         self._keys = keys
         self._created = {entry.id: entry.created_at for entry in data.keys}
-        self._primary = data.primary
+        self._default = data.primary
         self._stamp = (stat.st_ino, stat.st_mtime_ns)
 
     def _read(self) -> _KeyringFile:
         try:
             return msgspec.json.decode(self.path.read_bytes(), type=_KeyringFile)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise SealError(f"the keyring {self.path} is unreadable") from None
+            raise ConfigurationError(f"the keyring {self.path} is unreadable") from None
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -122,7 +180,7 @@ class LocalKeyring:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[_KeyringFile]:
-        """The keyring file, read under an exclusive lock (rotate and retire serialize)."""
+        """The keyring file, read under an exclusive lock (key changes serialize)."""
 
         lock_path = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -144,62 +202,48 @@ class LocalKeyring:
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
 
-    def rotate(self) -> str:
-        """Add a new key and make it the primary; older keys still unwrap. Returns its id."""
+    def create_key(self) -> str:
+        """Add a new key (the file's default from now on); returns its id. Which key wraps
+        new data keys is the database's record (``relaykit keys rotate`` sets both)."""
         with self._locked() as data:
             entry = _new_key_entry()
             self._replace(_KeyringFile(format=1, primary=entry.id, keys=[*data.keys, entry]))
         self.reload()
-        logger.info("keyring %s: new primary key %s", self.path, entry.id)
+        logger.info("keyring %s: new key %s", self.path, entry.id)
         return entry.id
 
-    def retire(self, key_id: str) -> None:
-        """Remove a key that is not the primary (callers check no blob still uses it)."""
+    def remove_key(self, key_id: str) -> None:
+        """Remove a key (callers check that it is not primary and no blob uses it)."""
         with self._locked() as data:
-            if key_id == data.primary:
-                raise SealError(f"key {key_id} is the primary key: rotate first")
             if all(entry.id != key_id for entry in data.keys):
                 raise SealError(f"key {key_id} is not in the keyring")
             kept = [entry for entry in data.keys if entry.id != key_id]
-            self._replace(_KeyringFile(format=1, primary=data.primary, keys=kept))
+            if not kept:
+                raise SealError(f"key {key_id} is the keyring's only key")
+            primary = data.primary if data.primary != key_id else kept[-1].id
+            self._replace(_KeyringFile(format=1, primary=primary, keys=kept))
         self.reload()
-        logger.info("keyring %s: key %s retired", self.path, key_id)
+        logger.info("keyring %s: key %s removed", self.path, key_id)
 
-    def _create(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        entry = _new_key_entry()
-        content = json.dumps(
-            msgspec.to_builtins(_KeyringFile(format=1, primary=entry.id, keys=[entry])), indent=2
-        ).encode()
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{new_id()}")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            # link() fails if the keyring appeared meanwhile: then the other process's wins.
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, self.path)
-        finally:
-            temporary.unlink(missing_ok=True)
-
-    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
-        primary = self.primary_key_id  # reloads if another process rotated
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        return primary, nonce + self._keys[primary].encrypt(nonce, data_key, associated_data)
-
-    def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+    def _kek(self, key_id: str) -> AESGCM:
         kek = self._keys.get(key_id)
         if kek is None:
             self._reload_if_changed()  # a key added since we last read the file
             kek = self._keys.get(key_id)
         if kek is None:
-            raise SealError(f"sealed credentials were wrapped by key {key_id}, not in the keyring")
+            raise KeyUnavailable(f"key {key_id} is not in the keyring {self.path}")
+        return kek
+
+    def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + self._kek(key_id).encrypt(nonce, data_key, associated_data)
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+        kek = self._kek(key_id)
         try:
             return kek.decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], associated_data)
         except (InvalidTag, ValueError):
-            raise SealError(
+            raise CredentialsUnreadable(
                 "sealed credentials failed authentication: they belong to another integration "
                 "or were altered"
             ) from None

@@ -16,21 +16,38 @@ import sqlalchemy as sa
 
 from relaykit import audit
 from relaykit.errors import RelaykitError
-from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, read_blob, rewrap
+from relaykit.sealing import (
+    Keys,
+    SealContext,
+    SealError,
+    call_with_key_provider,
+    read_blob,
+    rewrap,
+)
 from relaykit.storage import integrations as rows
 from relaykit.storage.database import Database
 
 logger = logging.getLogger("relaykit.keys")
 
 
+#: The key a blob that cannot even be decoded is counted under by :func:`key_usage`.
+UNREADABLE = ("", "")
+
+
 async def key_usage(database: Database) -> Counter[tuple[str, str]]:
-    """How many sealed rows each (key provider, key id) wraps."""
+    """How many live sealed rows each (key provider, key id) wraps; blobs too corrupt to
+    name their key are counted under :data:`UNREADABLE` (those integrations' fault: their
+    secrets must be replaced), so one altered row does not stop ``keys status``."""
 
     def count(conn: sa.Connection) -> Counter[tuple[str, str]]:
         usage: Counter[tuple[str, str]] = Counter()
         for sealed in rows.sealed_blobs(conn):
-            blob = read_blob(sealed)
-            usage[(blob.key_provider, blob.key_id)] += 1
+            try:
+                blob = read_blob(sealed)
+            except SealError:
+                usage[UNREADABLE] += 1
+            else:
+                usage[(blob.key_provider, blob.key_id)] += 1
         return usage
 
     return await database.read(count)
@@ -48,7 +65,7 @@ class RewrapProgress(msgspec.Struct):
 
 async def rewrap_all(
     database: Database,
-    key_provider: KeyProvider,
+    key_provider: Keys,
     *,
     batch_size: int = 200,
     on_batch: Callable[[int], None] = lambda done: None,
@@ -60,9 +77,11 @@ async def rewrap_all(
     compare-and-set on the blob itself: a row a tenant re-sealed meanwhile is left as it is
     (its new blob is already under the primary key). Passes repeat until one finds nothing
     to do, which also catches rows another process sealed with the old key just before it
-    noticed the rotation.
+    noticed the rotation. A row that cannot be rewrapped is tried again by each pass (its key
+    provider may have come back) but counted and logged once.
     """
     progress = RewrapProgress()
+    failed_ids: set[str] = set()
     while True:
         moved_this_pass = 0
         last_id = ""
@@ -70,7 +89,7 @@ async def rewrap_all(
             last_id = batch[-1].id
             failed_before = progress.failed
             replacements = await call_with_key_provider(
-                key_provider, _rewrapped, batch, key_provider, progress
+                key_provider, _rewrapped, batch, key_provider, progress, failed_ids
             )
             done = await database.transaction(
                 _replace_and_record,
@@ -89,7 +108,7 @@ async def rewrap_all(
 def _replace_and_record(
     conn: sa.Connection,
     replacements: Sequence[tuple[str, bytes, bytes]],
-    key_provider: KeyProvider,
+    key_provider: Keys,
     *,
     failed: int,
 ) -> int:
@@ -118,15 +137,20 @@ def _replace_and_record(
 
 
 def _rewrapped(
-    batch: Sequence[Sequence[Any]], key_provider: KeyProvider, progress: RewrapProgress
+    batch: Sequence[Sequence[Any]],
+    key_provider: Keys,
+    progress: RewrapProgress,
+    failed_ids: set[str],
 ) -> list[tuple[str, bytes, bytes]]:
     replacements = []
     for integration_id, tenant_id, provider, sealed in batch:
         try:
             fresh = rewrap(sealed, SealContext(tenant_id, integration_id, provider), key_provider)
         except RelaykitError as exc:
-            progress.failed += 1
-            logger.error("integration %s cannot be rewrapped: %s", integration_id, exc)
+            if integration_id not in failed_ids:  # an earlier pass counted it already
+                failed_ids.add(integration_id)
+                progress.failed += 1
+                logger.error("integration %s cannot be rewrapped: %s", integration_id, exc)
             continue
         if fresh is not None:
             replacements.append((integration_id, sealed, fresh))

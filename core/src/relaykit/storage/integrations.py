@@ -190,13 +190,14 @@ def update_fields(
 
 
 def soft_delete(conn: sa.Connection, tenant_id: str, integration_id: str, now: dt.datetime) -> bool:
-    """Mark the tenant's live row deleted (any status): whether there was one."""
+    """Mark the tenant's live row deleted (any status) and erase its sealed credentials:
+    the row stays for history, the secret is destroyed. Whether there was one."""
     if not is_id(integration_id):
         return False
     result = conn.execute(
         t.update()
         .where(t.c.id == integration_id, t.c.tenant_id == tenant_id, live)
-        .values(deleted_at=now, updated_at=now, lease_owner=None)
+        .values(deleted_at=now, updated_at=now, lease_owner=None, sealed_credentials=None)
     )
     return result.rowcount == 1
 
@@ -357,29 +358,26 @@ def release_leases(conn: sa.Connection, owner: str) -> int:
 # -- sealed credentials (key status and rewrap) ----------------------------------------------
 
 
+_sealed = sa.and_(t.c.sealed_credentials.is_not(None), live)
+
+
 def sealed_blobs(conn: sa.Connection) -> Iterator[bytes]:
-    """Every stored sealed blob."""
-    for row in conn.execute(
-        sa.select(t.c.sealed_credentials).where(t.c.sealed_credentials.is_not(None))
-    ):
+    """Every live row's sealed blob (a deleted row's is erased)."""
+    for row in conn.execute(sa.select(t.c.sealed_credentials).where(_sealed)):
         yield row.sealed_credentials
 
 
 def count_sealed(conn: sa.Connection) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).where(t.c.sealed_credentials.is_not(None))
-        ).scalar_one()
-    )
+    return int(conn.execute(sa.select(sa.func.count()).where(_sealed)).scalar_one())
 
 
 def sealed_after(conn: sa.Connection, last_id: str, limit: int) -> list[sa.Row[Any]]:
-    """Up to ``limit`` rows with sealed credentials after ``last_id`` in id order: id, tenant,
-    provider and the blob."""
+    """Up to ``limit`` live rows with sealed credentials after ``last_id`` in id order: id,
+    tenant, provider and the blob."""
     return list(
         conn.execute(
             sa.select(t.c.id, t.c.tenant_id, t.c.provider, t.c.sealed_credentials)
-            .where(t.c.sealed_credentials.is_not(None), t.c.id > last_id)
+            .where(_sealed, t.c.id > last_id)
             .order_by(t.c.id)
             .limit(limit)
         )

@@ -361,6 +361,34 @@ class WorkerHeartbeat(SQLModel, table=True):
     failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
 
 
+class EncryptionKey(SQLModel, table=True):
+    """A key-encryption key relaykit has used: which one wraps new data keys (``primary``:
+    exactly one row), which still wrap some (``active``) and which were retired. The
+    database, not a node's keyring, says which key is primary, so every node seals under the
+    same key (:mod:`relaykit.keys.custody`)."""
+
+    __tablename__ = "encryption_keys"
+    __table_args__ = (
+        # One primary key at most: two nodes rotating (or starting on a new database) at
+        # the same moment cannot both make theirs primary; the second one's write fails.
+        sa.Index(
+            "uq_encryption_keys_one_primary",
+            "state",
+            unique=True,
+            sqlite_where=sa.text("state = 'primary'"),
+            postgresql_where=sa.text("state = 'primary'"),
+        ),
+    )
+
+    key_provider: str = Field(primary_key=True, max_length=64)
+    #: a keyring key's id, or a KMS key's id or ARN
+    key_id: str = Field(primary_key=True, max_length=2048)
+    #: ``primary``, ``active`` or ``retired``
+    state: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))
+    created_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+
+
 tenants = Tenant.__table__  # type: ignore[attr-defined]
 api_tokens = ApiToken.__table__  # type: ignore[attr-defined]
 integrations = Integration.__table__  # type: ignore[attr-defined]
@@ -370,4 +398,5 @@ delivery_attempts = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 webhook_events = WebhookEvent.__table__  # type: ignore[attr-defined]
 audit_events = AuditEvent.__table__  # type: ignore[attr-defined]
 worker_heartbeats = WorkerHeartbeat.__table__  # type: ignore[attr-defined]
+encryption_keys = EncryptionKey.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata
