@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+import sqlalchemy as sa
 
 from relaykit import (
     MessageResult,
@@ -19,16 +21,19 @@ from relaykit import (
     classify_operation_response,
     tenants,
 )
+from relaykit.audit import AuditService
 from relaykit.deliveries import DeliveryAttemptService
 from relaykit.dispatch import Dispatcher, DispatchResponse, IdempotencyConflict
 from relaykit.errors import ValidationError
-from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.integrations import CREDENTIALS_UNREADABLE_MESSAGE, IntegrationService
+from relaykit.keys import local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.providers import Credentials
 from relaykit.routing import RoutingService
+from relaykit.sealing import read_blob
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
+from relaykit.storage.models import integrations
 from relaykit.testing.databases import stored_text
 
 from .providers_for_tests import OneProvider, make_provider, mark_active
@@ -89,9 +94,7 @@ class Stage:
         ).catalog()
         self.settings = settings
         self.database = database
-        self.integrations = IntegrationService(
-            database, catalog, LocalKeyring.in_home(settings.home)
-        )
+        self.integrations = IntegrationService(database, catalog, local_key_set(settings, database))
         self.routing = RoutingService(database, catalog)
         self.dispatcher = Dispatcher(
             settings,
@@ -254,6 +257,94 @@ async def test_refused_credentials_move_the_integration_to_error_then_fall_back(
     stage.calls.clear()
     assert (await stage.send()).data["integration_id"] == bravo
     assert stage.called() == ["bravo"]
+
+
+def tamper(database: Database, integration_id: str, how: str, donor: str | None = None) -> None:
+    """Spoil one integration's sealed credentials in the database as an attacker or a bad
+    restore would: ``swap`` puts ``donor``'s blob on it, ``flip`` flips one byte of its
+    fields' ciphertext."""
+
+    def apply(conn: sa.Connection) -> None:
+        source = donor if how == "swap" else integration_id
+        blob = conn.execute(
+            sa.select(integrations.c.sealed_credentials).where(integrations.c.id == source)
+        ).scalar_one()
+        if how == "flip":
+            parsed = read_blob(blob)
+            flipped = bytes([parsed.ciphertext[0] ^ 0x01]) + parsed.ciphertext[1:]
+            blob = msgspec.msgpack.encode(msgspec.structs.replace(parsed, ciphertext=flipped))
+        conn.execute(
+            integrations.update()
+            .where(integrations.c.id == integration_id)
+            .values(sealed_credentials=blob)
+        )
+
+    database.transaction_blocking(apply)
+
+
+@pytest.mark.parametrize("how", ["swap", "flip"])
+async def test_credentials_that_cannot_be_opened_move_the_integration_to_error_then_fall_back(
+    stage: Stage, how: str
+) -> None:
+    """alpha's blob fails authentication (bravo's copied onto it, or one byte flipped) while
+    the key provider works: alpha's fault. Nothing is sent with it, it moves to error with
+    the reason and an audit event, and bravo serves: the answer is bravo's."""
+    alpha, bravo = await stage.primary_with_fallback()
+    tamper(stage.database, alpha, how, donor=bravo)
+    response = await stage.send()
+
+    assert response.status_code == 201 and response.data["integration_id"] == bravo
+    assert stage.called() == ["bravo"]  # nothing sent on alpha
+    attempts = await stage.attempts()
+    assert summary(attempts) == [
+        (alpha, "alpha", "failed", "auth_failed", None),
+        (bravo, "bravo", "succeeded", "succeeded", 201),
+    ]
+    assert attempts[0]["message"] == (
+        "The stored credentials cannot be opened: they failed authentication (altered, or "
+        "copied from another integration); nothing was sent."
+    )
+    broken = await stage.integrations.get(stage.tenant_id, alpha)
+    assert broken.status == "error"
+    record = broken.metadata["verification"]
+    assert record["outcome"] == "credentials_unreadable"
+    assert record["error"] == CREDENTIALS_UNREADABLE_MESSAGE
+    assert record["operation_id"] == response.data["id"]
+    [event] = (
+        await AuditService(stage.database).list(
+            stage.tenant_id, action="integration.credentials_unreadable"
+        )
+    ).items
+    assert (event.integration_id, event.status_before, event.status_after) == (
+        alpha,
+        "active",
+        "error",
+    )
+    assert event.details["operation_id"] == response.data["id"]
+    assert await stage.status(bravo) == "active"
+
+    # no longer routed to: the next send goes straight to bravo
+    stage.calls.clear()
+    again = await stage.send()
+    assert again.data["integration_id"] == bravo
+    assert [a["integration_id"] for a in again.data["attempts"]] == [bravo]
+
+
+async def test_unreadable_credentials_alone_are_provider_unavailable_not_key_provider(
+    stage: Stage,
+) -> None:
+    """With no fallback, a blob that fails authentication answers as a refused integration
+    does (502 ``provider_unavailable``), not as a key provider outage: it is no 503."""
+    alpha = await stage.integration("alpha")
+    bravo = await stage.integration("bravo")
+    await stage.routing.create(
+        stage.tenant_id, {"capability": SMS, "integration_id": alpha, "is_default": True}
+    )
+    tamper(stage.database, alpha, "swap", donor=bravo)
+    response = await stage.send(key="k-unreadable")
+    assert (response.status_code, response.code) == (502, "provider_unavailable")
+    assert stage.calls == []
+    assert await stage.status(alpha) == "error"
 
 
 # -- not served ------------------------------------------------------------------------------

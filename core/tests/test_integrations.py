@@ -9,21 +9,28 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 import pytest
 import sqlalchemy as sa
 
-from relaykit import tenants
+from relaykit import CredentialField, tenants
 from relaykit.errors import ConflictError
 from relaykit.ids import utcnow
 from relaykit.integrations import UPDATE_TRIES, IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import KeySet, local_key_set
 from relaykit.lifecycle import Action
 from relaykit.plugins import make_plugin_manager
-from relaykit.sealing import SealContext, open_credentials
+from relaykit.sealing import (
+    CredentialsUnreadable,
+    KeyUnavailable,
+    SealContext,
+    open_credentials,
+    read_blob,
+)
 from relaykit.settings import Settings
 from relaykit.storage import integrations as integration_rows
 from relaykit.storage.database import Database, open_database
-from relaykit.storage.models import integrations
+from relaykit.storage.models import audit_events, integrations
 
 from .providers_for_tests import OneProvider, make_provider
 
@@ -37,28 +44,48 @@ def anyio_backend() -> str:
 
 
 class InterferingKeyring:
-    """The local keyring, plus a hook that runs before each wrap: a key provider is where a
-    PATCH waits outside any transaction, so that is where another write can get in."""
+    """The key set (the local keyring), plus a hook that runs before each wrap: a key
+    provider is where a PATCH waits outside any transaction, so that is where another write
+    can get in."""
 
-    name = "local"
-    in_process = True
-
-    def __init__(self, keyring: LocalKeyring) -> None:
-        self.keyring = keyring
+    def __init__(self, keys: KeySet) -> None:
+        self.keys = keys
         self.before_wrap: Callable[[], None] = lambda: None
         self.wraps = 0
+        self.unwraps = 0
+        #: raised by every unwrap while set (the key provider down)
+        self.unwrap_error: Exception | None = None
+
+    @property
+    def name(self) -> str:
+        return self.keys.name
 
     @property
     def primary_key_id(self) -> str:
-        return self.keyring.primary_key_id
+        return self.keys.primary_key_id
+
+    @property
+    def in_process(self) -> bool:
+        return self.keys.in_process
+
+    async def refresh(self) -> None:
+        await self.keys.refresh()
 
     def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
         self.wraps += 1
         self.before_wrap()
-        return self.keyring.wrap(data_key, associated_data)
+        return self.keys.wrap(data_key, associated_data)
 
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
-        return self.keyring.unwrap(key_id, wrapped, associated_data)
+        return self.unwrap_from(self.keys.name, key_id, wrapped, associated_data)
+
+    def unwrap_from(
+        self, key_provider: str, key_id: str, wrapped: bytes, associated_data: bytes
+    ) -> bytes:
+        self.unwraps += 1
+        if self.unwrap_error is not None:
+            raise self.unwrap_error
+        return self.keys.unwrap_from(key_provider, key_id, wrapped, associated_data)
 
 
 @pytest.fixture
@@ -66,7 +93,7 @@ def world(settings: Settings, database: Database) -> tuple[IntegrationService, A
     catalog = make_plugin_manager(
         load_entrypoints=False, plugins=[("acme", OneProvider(make_provider()))]
     ).catalog()
-    keys = InterferingKeyring(LocalKeyring.in_home(settings.home))
+    keys = InterferingKeyring(local_key_set(settings, database))
     tenant_id = database.transaction_blocking(tenants.create_tenant, "acme").id
     return IntegrationService(database, catalog, keys), keys, tenant_id  # type: ignore[arg-type]
 
@@ -284,3 +311,196 @@ def waiting_on_lock(database: Database, timeout: float = 10.0) -> None:
             return
         time.sleep(0.005)
     raise AssertionError("nothing came to wait on the lock")
+
+
+# -- stored credentials that cannot be opened ------------------------------------------------
+
+
+def spoil(database: Database, integration_id: str) -> bytes:
+    """Flip one byte of the integration's sealed fields' ciphertext (the blob still decodes,
+    and now fails authentication); the spoiled blob."""
+    row = database.read_blocking(
+        lambda conn: conn.execute(
+            sa.select(integrations.c.sealed_credentials).where(integrations.c.id == integration_id)
+        ).one()
+    )
+    parsed = read_blob(row.sealed_credentials)
+    flipped = parsed.ciphertext[:-1] + bytes([parsed.ciphertext[-1] ^ 0x80])
+    blob = msgspec.msgpack.encode(msgspec.structs.replace(parsed, ciphertext=flipped))
+    database.transaction_blocking(
+        lambda conn: conn.execute(
+            integrations.update()
+            .where(integrations.c.id == integration_id)
+            .values(sealed_credentials=blob, status="error")
+        )
+    )
+    return blob
+
+
+def stored(database: Database, integration_id: str) -> sa.Row[Any]:
+    return database.read_blocking(
+        lambda conn: conn.execute(
+            sa.select(integrations).where(integrations.c.id == integration_id)
+        ).one()
+    )
+
+
+def last_event(database: Database, integration_id: str) -> dict[str, Any]:
+    return database.read_blocking(
+        lambda conn: dict(
+            conn.execute(
+                sa.select(audit_events)
+                .where(audit_events.c.integration_id == integration_id)
+                .order_by(audit_events.c.seq.desc())
+                .limit(1)
+            )
+            .mappings()
+            .one()
+        )
+    )
+
+
+async def test_a_patch_sending_every_sensitive_field_does_not_need_the_old_blob(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    """The blob fails authentication; a PATCH that sends every sensitive field (acme has
+    one) replaces it all the same (the old blob is tried once, to compare, and its failure
+    does not stop it), and queues a new verification."""
+    service, keys, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    spoil(database, created.id)
+    keys.unwraps = 0
+    updated = await service.update(
+        tenant_id, created.id, {"credentials": {"api_key": "key-replaced-0042"}}
+    )
+    assert keys.unwraps == 1
+    assert updated.status == "pending_verify"
+    row = stored(database, created.id)
+    assert row.credentials_version == 2 and row.verify_attempts == 0
+    opened = open_credentials(
+        row.sealed_credentials, SealContext(tenant_id, created.id, "acme"), keys
+    )
+    assert opened == {"api_key": "key-replaced-0042"}
+    event = last_event(database, created.id)
+    assert event["action"] == "integration.credentials_replaced"
+    assert event["details"]["credential_fields"] == ["api_key"]
+
+
+async def test_sending_the_same_full_credentials_again_changes_nothing(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    """A client that PATCHes the whole credentials on every sync: values equal to the
+    stored ones neither re-seal nor take an active integration out of routing."""
+    service, _, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    database.transaction_blocking(
+        lambda conn: conn.execute(
+            sa.text("UPDATE integrations SET status = 'active' WHERE id = :id"),
+            {"id": created.id},
+        )
+    )
+    blob = stored(database, created.id).sealed_credentials
+    updated = await service.update(tenant_id, created.id, {"credentials": BODY["credentials"]})
+    assert updated.status == "active"
+    row = stored(database, created.id)
+    assert (row.credentials_version, row.sealed_credentials) == (1, blob)
+
+
+async def test_a_patch_that_needs_an_unreadable_blob_is_refused_and_changes_nothing(
+    world: tuple[IntegrationService, Any, str], database: Database
+) -> None:
+    service, _, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    blob = spoil(database, created.id)
+    with pytest.raises(CredentialsUnreadable):
+        await service.update(tenant_id, created.id, {"credentials": {"account": "a2"}})
+    row = stored(database, created.id)
+    assert (row.sealed_credentials, row.credentials_version, row.status) == (blob, 1, "error")
+    assert row.public_credentials == {"account": "a1"}
+    # a PATCH without credentials needs no blob at all
+    edited = await service.update(tenant_id, created.id, {"metadata": {"env": "prod"}})
+    assert edited.metadata == {"env": "prod"}
+
+
+TWO_SECRETS = make_provider(
+    "vault",
+    credential_schema={
+        "account": CredentialField(),
+        "secret_key": CredentialField(sensitive=True),
+        "webhook_secret": CredentialField(sensitive=True, required=False),
+    },
+)
+
+
+@pytest.fixture
+def vault(
+    settings: Settings, database: Database
+) -> tuple[IntegrationService, InterferingKeyring, str]:
+    catalog = make_plugin_manager(
+        load_entrypoints=False, plugins=[("vault", OneProvider(TWO_SECRETS))]
+    ).catalog()
+    keys = InterferingKeyring(local_key_set(settings, database))
+    tenant_id = database.transaction_blocking(tenants.create_tenant, "vaulted").id
+    return IntegrationService(database, catalog, keys), keys, tenant_id  # type: ignore[arg-type]
+
+
+async def test_every_sensitive_field_includes_the_optional_ones(
+    vault: tuple[IntegrationService, InterferingKeyring, str], database: Database
+) -> None:
+    """With an optional sensitive field in the schema, sending only the required one is not
+    every one: the old blob is needed (a 409 when it cannot be opened). Sending both (the
+    optional one as null clears it) is, and goes through though the old blob fails."""
+    service, keys, tenant_id = vault
+    created = await service.create(
+        tenant_id,
+        {
+            "provider": "vault",
+            "credentials": {"account": "a", "secret_key": "sk-1", "webhook_secret": "wh-1"},
+            "enabled_capabilities": ["send_sms"],
+        },
+    )
+    blob = spoil(database, created.id)
+    with pytest.raises(CredentialsUnreadable):
+        await service.update(tenant_id, created.id, {"credentials": {"secret_key": "sk-2"}})
+    assert stored(database, created.id).sealed_credentials == blob
+    keys.unwraps = 0
+    await service.update(
+        tenant_id,
+        created.id,
+        {"credentials": {"secret_key": "sk-2", "webhook_secret": None}},
+    )
+    assert keys.unwraps == 1
+    row = stored(database, created.id)
+    opened = open_credentials(
+        row.sealed_credentials, SealContext(tenant_id, created.id, "vault"), keys
+    )
+    assert opened == {"secret_key": "sk-2"}
+    event = last_event(database, created.id)
+    assert event["details"]["credential_fields"] == ["secret_key", "webhook_secret"]
+
+
+async def test_a_patch_needing_the_old_blob_while_the_key_provider_is_down_changes_nothing(
+    vault: tuple[IntegrationService, InterferingKeyring, str], database: Database
+) -> None:
+    """KeyUnavailable (the operator's fault) propagates from a PATCH that needs the old
+    blob (the API answers 503); nothing changes. One that replaces every sensitive field
+    needs no unwrap, only a wrap, and goes through."""
+    service, keys, tenant_id = vault
+    created = await service.create(
+        tenant_id,
+        {
+            "provider": "vault",
+            "credentials": {"account": "a", "secret_key": "sk-1"},
+            "enabled_capabilities": ["send_sms"],
+        },
+    )
+    keys.unwrap_error = KeyUnavailable("key provider local failed to unwrap: ConnectionError")
+    with pytest.raises(KeyUnavailable):
+        await service.update(tenant_id, created.id, {"credentials": {"account": "b"}})
+    assert stored(database, created.id).credentials_version == 1
+    updated = await service.update(
+        tenant_id,
+        created.id,
+        {"credentials": {"account": "b", "secret_key": "sk-9", "webhook_secret": "wh-9"}},
+    )
+    assert updated.status == "pending_verify" and updated.credentials["account"] == "b"

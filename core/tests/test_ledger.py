@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from relaykit.dispatch import IdempotencyConflict, LedgerUnavailable, OperationExpired
 from relaykit.ids import new_id, utcnow
+from relaykit.keys import KeySet, custody
 from relaykit.ledger import OperationService, settle_abandoned
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
@@ -361,30 +362,92 @@ async def test_an_operation_settled_under_it_sends_nothing_more(stage: Stage) ->
     assert operation.status == "outcome_unknown"
 
 
-class FailingKeys:
-    """A key provider whose service is down (a KMS unreachable)."""
+class DownKeyProvider:
+    """A key provider whose service is down (a KMS unreachable): every call raises
+    ConnectionError, with text that must never be shown."""
 
     name = "local"
-    primary_key_id = "k1"
+    default_key_id = "k1"
+    in_process = True
 
-    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
-        raise ConnectionError("kms unreachable")
+    def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
+        raise ConnectionError("kms unreachable at kms.internal, key material kek-4d3c")
 
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
-        raise ConnectionError("kms unreachable")
+        raise ConnectionError("kms unreachable at kms.internal, key material kek-4d3c")
 
 
-async def test_a_key_provider_failure_is_transient_and_sends_nothing(stage: Stage) -> None:
-    await stage.primary_with_fallback()
-    stage.dispatcher.key_provider = FailingKeys()  # type: ignore[assignment]
+async def test_a_key_provider_outage_answers_503_and_sends_nothing(stage: Stage) -> None:
+    """Every candidate's credentials stopped by the key provider: 503
+    ``key_provider_unavailable`` with the operation, each attempt transient with nothing
+    sent, the integrations left active, the operation's key released (a retry runs again)."""
+    alpha, bravo = await stage.primary_with_fallback()
+    real = stage.dispatcher.key_provider
+    stage.dispatcher.key_provider = KeySet.single(DownKeyProvider())
     response = await stage.send(key="k-kms")
-    assert (response.status_code, response.code) == (502, "provider_unavailable")
+    assert (response.status_code, response.success, response.code) == (
+        503,
+        False,
+        "key_provider_unavailable",
+    )
     assert stage.calls == []
+    assert response.data["status"] == "failed" and response.data["integration_id"] is None
+    assert response.data["error"]["code"] == "key_provider_unavailable"
+    assert [(a["status"], a["outcome"]) for a in response.data["attempts"]] == [
+        ("failed", "transient"),
+        ("failed", "transient"),
+    ]
     assert [(a["status"], a["outcome"]) for a in await stage.attempts()] == [
         ("failed", "transient"),
         ("failed", "transient"),
     ]
-    assert "ConnectionError" in response.message
+    assert all("nothing was sent" in a["message"] for a in response.data["attempts"])
+    assert "kek-4d3c" not in str(response) and "kms.internal" not in str(response)
+    assert await stage.status(alpha) == await stage.status(bravo) == "active"
+    [operation] = rows(stage.database, operations)
+    assert operation.id == response.data["id"] and operation.status == "failed"
+    assert operation.idempotency_key is None  # nothing was sent: released
+    # the key provider back: the same key runs again (no replay of the 503)
+    stage.dispatcher.key_provider = real
+    again = await stage.send(key="k-kms")
+    assert again.status_code == 201 and again.data["integration_id"] == alpha
+    assert again.data["id"] != response.data["id"]
+
+
+async def test_a_key_the_provider_no_longer_holds_falls_back(stage: Stage) -> None:
+    """alpha's credentials are sealed under a key the keyring no longer holds (rotated,
+    then removed: the operator's fault), bravo's under the current one. A send falls back
+    to bravo, alpha stays active; with alpha alone, 503 ``key_provider_unavailable``."""
+    keys = stage.integrations.key_provider
+    alpha = await stage.integration("alpha")
+    old_key = keys.primary_key_id
+    custody.rotate(keys, "local")
+    bravo = await stage.integration("bravo")
+    assert keys.local is not None
+    keys.local.remove_key(old_key)  # the key is lost from this keyring
+    rule = await stage.routing.create(
+        stage.tenant_id,
+        {
+            "capability": SMS,
+            "integration_id": alpha,
+            "fallback_integration_id": bravo,
+            "is_default": True,
+        },
+    )
+    served = await stage.send()
+    assert served.status_code == 201 and served.data["integration_id"] == bravo
+    assert [(a["integration_id"], a["outcome"]) for a in served.data["attempts"]] == [
+        (alpha, "transient"),
+        (bravo, "succeeded"),
+    ]
+    assert stage.called() == ["bravo"]
+    assert await stage.status(alpha) == "active"  # not the tenant's fault
+
+    await stage.routing.update(stage.tenant_id, rule.id, {"fallback_integration_id": None})
+    alone = await stage.send()
+    assert (alone.status_code, alone.code) == (503, "key_provider_unavailable")
+    assert stage.called() == ["bravo"]  # nothing more sent
+    assert await stage.status(alpha) == "active"
 
 
 async def test_a_try_with_no_time_left_is_not_reported_as_a_possible_send(

@@ -9,7 +9,7 @@ import pytest
 
 from relaykit import tenants
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.routing import RouteCandidate, RoutingService, candidates_from
 from relaykit.settings import Settings
@@ -135,9 +135,7 @@ class Tenant:
             plugins=[("sms", OneProvider(*(make_provider(name) for name in PROVIDERS)))],
         ).catalog()
         self.database = database
-        self.integrations = IntegrationService(
-            database, catalog, LocalKeyring.in_home(settings.home)
-        )
+        self.integrations = IntegrationService(database, catalog, local_key_set(settings, database))
         self.routing = RoutingService(database, catalog)
         self.id = database.transaction_blocking(tenants.create_tenant, name).id
 

@@ -17,17 +17,19 @@ from relaykit import MessageResult, OperationResult, tenants
 from relaykit.dispatch import Dispatcher, provider_object_id
 from relaykit.ids import new_id, utcnow
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import KeySet, local_key_set
+from relaykit.metrics import WEBHOOK_EVENTS
 from relaykit.plugins import make_plugin_manager
 from relaykit.providers import CredentialField
 from relaykit.routing import RoutingService
+from relaykit.sealing import KeyUnavailable
 from relaykit.settings import Settings
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import integrations as integration_rows
 from relaykit.storage import operations as operation_rows
 from relaykit.storage import webhook_events as event_rows
 from relaykit.storage.database import Database, OperationalError
-from relaykit.storage.models import delivery_attempts
+from relaykit.storage.models import delivery_attempts, integrations
 from relaykit.webhook_intake import WebhookIntake, WebhookRejectedError, WebhookUnavailable
 from relaykit.webhooks import (
     STATUS_RANK,
@@ -110,7 +112,7 @@ class Stage:
             load_entrypoints=False, plugins=[("hooks", OneProvider(HOOKY, QUIET, OPTIONAL))]
         ).catalog()
         self.database = database
-        keyring = LocalKeyring.in_home(settings.home)
+        keyring = local_key_set(settings, database)
         self.integrations = IntegrationService(database, catalog, keyring)
         self.routing = RoutingService(database, catalog)
         self.dispatcher = Dispatcher(settings, database, catalog, keyring, self.routing)
@@ -453,3 +455,73 @@ async def test_describe_says_where_and_whether_an_integration_receives(stage: St
     assert (described.receives_webhooks, described.secret_configured) == (True, True)
     assert (await stage.intake.describe(stage.tenant_id, quiet)).receives_webhooks is False
     assert (await stage.intake.describe(stage.tenant_id, optional)).secret_configured is False
+
+
+# -- stored credentials that cannot be opened ------------------------------------------------
+
+
+class DownKeyProvider:
+    """A key provider whose service is down; its error text must never be shown."""
+
+    name = "local"
+    default_key_id = "k1"
+    in_process = True
+
+    def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
+        raise ConnectionError("kms unreachable, key material kek-77e1")
+
+    def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+        raise ConnectionError("kms unreachable, key material kek-77e1")
+
+
+def webhook_count(provider: str, result: str) -> float:
+    return float(WEBHOOK_EVENTS.labels(provider, result)._value.get())
+
+
+async def test_a_blob_that_fails_authentication_rejects_the_webhook(stage: Stage) -> None:
+    """That integration's fault, and it never opens until replaced: a rejection (400) like
+    any other, not a 503 the provider would retry forever."""
+    integration_id = await stage.integration()
+    donor = await stage.integration("quiet")
+    await stage.database.transaction(
+        lambda conn: conn.execute(
+            sa.update(integrations)
+            .where(integrations.c.id == integration_id)
+            .values(
+                sealed_credentials=sa.select(integrations.c.sealed_credentials)
+                .where(integrations.c.id == donor)
+                .scalar_subquery()
+            )
+        )
+    )
+    with pytest.raises(WebhookRejectedError):
+        await stage.receive(integration_id, one("ev-1", "delivered", "m-1"))
+    assert dict(stage.intake.rejected) == {"credentials_unusable": 1}
+    assert (await stage.intake.list(stage.tenant_id)).total == 0
+    described = await stage.intake.describe(stage.tenant_id, integration_id)
+    assert described.secret_configured is False
+
+
+async def test_a_key_provider_outage_is_webhook_unavailable_so_the_provider_retries(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's fault: 503 (the provider delivers again), nothing stored, no
+    rejection counted; the log names the failure without the provider's text. Once the key
+    provider is back the same delivery is accepted."""
+    caplog.set_level("DEBUG")
+    integration_id = await stage.integration()
+    working = stage.intake.key_provider
+    stage.intake.key_provider = KeySet.single(DownKeyProvider())
+    before = webhook_count("hooky", "unavailable")
+    with pytest.raises(WebhookUnavailable):
+        await stage.receive(integration_id, one("ev-1", "delivered", "m-1"))
+    assert webhook_count("hooky", "unavailable") - before == 1
+    assert dict(stage.intake.rejected) == {}
+    assert (await stage.intake.list(stage.tenant_id)).total == 0
+    with pytest.raises(KeyUnavailable):  # the API answers 503 key_provider_unavailable
+        await stage.intake.describe(stage.tenant_id, integration_id)
+    assert "KeyUnavailable: key provider local failed to unwrap: ConnectionError" in caplog.text
+    assert "kek-77e1" not in caplog.text and SECRET not in caplog.text
+    stage.intake.key_provider = working
+    received = await stage.receive(integration_id, one("ev-1", "delivered", "m-1"))
+    assert received.events == 1

@@ -18,7 +18,7 @@ from relaykit import CredentialField, Provider, VerificationResult, classify_res
 from relaykit import tenants as tenant_store
 from relaykit.errors import ConfigurationError
 from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.keys import local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage.database import Database
@@ -66,7 +66,7 @@ class World:
         self.catalog = make_plugin_manager(
             load_entrypoints=False, plugins=[("acme", Plugin())]
         ).catalog()
-        self.keyring = LocalKeyring.in_home(settings.home)
+        self.keyring = local_key_set(settings, database)
         self.service = IntegrationService(database, self.catalog, self.keyring)
         self.tenant_id = database.transaction_blocking(tenant_store.create_tenant, "acme").id
         self.calls: list[httpx.Request] = []

@@ -24,8 +24,8 @@ from relaykit import (
     metrics,
 )
 from relaykit import tenants as tenant_store
-from relaykit.integrations import IntegrationService
-from relaykit.keys import LocalKeyring
+from relaykit.integrations import CREDENTIALS_UNREADABLE_MESSAGE, IntegrationService
+from relaykit.keys import KeySet, LocalKeyring, custody, local_key_set
 from relaykit.plugins import make_plugin_manager
 from relaykit.settings import Settings
 from relaykit.storage import heartbeats
@@ -69,8 +69,10 @@ class Plugin:
 
 
 class FlakyKeys:
-    """The keyring, but ``unwrap`` raises RuntimeError (as a KMS client might) while
-    ``failing``; the message carries what must never be shown."""
+    """The local keyring as a key provider whose ``wrap`` and ``unwrap`` raise RuntimeError
+    (as a KMS client might) while ``failing``; the message carries what must never be
+    shown. It sits inside a real :class:`KeySet`, which maps its failures to KeyUnavailable
+    and counts them."""
 
     name = "local"
     in_process = True
@@ -80,16 +82,29 @@ class FlakyKeys:
         self.failing = False
 
     @property
-    def primary_key_id(self) -> str:
-        return self.keyring.primary_key_id
+    def default_key_id(self) -> str:
+        return self.keyring.default_key_id
 
-    def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
-        return self.keyring.wrap(data_key, associated_data)
+    def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
+        if self.failing:
+            raise RuntimeError("kms unreachable; key material kek-secret-9f8e")
+        return self.keyring.wrap(key_id, data_key, associated_data)
 
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
         if self.failing:
             raise RuntimeError("kms unreachable; key material kek-secret-9f8e")
         return self.keyring.unwrap(key_id, wrapped, associated_data)
+
+
+def flaky_key_set(settings: Settings, database: Database) -> tuple[KeySet, FlakyKeys]:
+    """A key set attached to ``database`` whose only provider is the local keyring behind
+    :class:`FlakyKeys`."""
+    keyring = local_key_set(settings, database).local  # made on the empty database
+    assert keyring is not None
+    flaky = FlakyKeys(keyring)
+    keys = KeySet({"local": flaky}, keyring_path=settings.keyring, local=keyring)
+    custody.attach(keys, database, settings)
+    return keys, flaky
 
 
 class World:
@@ -101,7 +116,7 @@ class World:
         self.catalog = make_plugin_manager(
             load_entrypoints=False, plugins=[("acme", Plugin())]
         ).catalog()
-        self.keys = FlakyKeys(LocalKeyring.in_home(settings.home))
+        self.keys, self.flaky = flaky_key_set(settings, database)
         self.service = IntegrationService(database, self.catalog, self.keys)
         self._tenants = 0
 
@@ -258,10 +273,12 @@ def test_an_idle_worker_passes_often_enough_to_keep_its_heartbeat_fresh(world: W
 
 
 async def test_a_key_provider_failure_makes_the_check_transient_not_rejected(
-    world: World,
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A KMS outage says nothing about the credentials: the check is retried, the pass is a
-    failed one, and neither the log nor the row shows the exception's message."""
+    """A KMS outage says nothing about the credentials: the check is retried without
+    counting (however many passes fail, with a two-attempt limit the row never gives up),
+    the pass is a failed one, and neither the log nor the row shows the provider's message.
+    Once the key provider is back the row is verified."""
     calls: list[str] = []
 
     async def answer(request: httpx.Request) -> httpx.Response:
@@ -273,27 +290,78 @@ async def test_a_key_provider_failure_makes_the_check_transient_not_rejected(
         worker_poll=0.05,
         worker_heartbeat=0.2,
         verify_backoff_base=0.05,
-        verify_max_attempts=50,
+        verify_backoff_max=0.1,
+        verify_max_attempts=2,
     )
-    world.keys.failing = True
-    before = counter(metrics.WORKER_LOOP_ERRORS, "RuntimeError")
     integration_id = await world.create()
+    world.flaky.failing = True
+    before = counter(metrics.WORKER_LOOP_ERRORS, "KeyUnavailable")
+    errors_before = counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap")
     async with anyio.create_task_group() as group:
         group.start_soon(worker.run)
+        # several failed passes: more than verify_max_attempts if they counted
+        await eventually(lambda: _key_failures_over(worker, 4))
         await eventually(lambda: _attempted(world, integration_id))
         row = await world.row(integration_id)
         assert row.status == "pending_verify"
+        assert row.verify_attempts == 0  # never counted
         assert row.verification["outcome"] == "transient"
+        assert row.verification["attempts"] == 0
         assert row.verification["last_error"] == (
-            "the key provider could not open the stored credentials (RuntimeError)"
+            "the key provider could not open the stored credentials (KeyUnavailable); this "
+            "check does not count toward the attempts"
         )
         assert "kek-secret" not in str(row.verification)
-        assert counter(metrics.WORKER_LOOP_ERRORS, "RuntimeError") > before
+        assert counter(metrics.WORKER_LOOP_ERRORS, "KeyUnavailable") > before
+        assert counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap") > errors_before
+        beat = await world.heartbeat(worker.owner)
+        assert beat is not None and beat.last_error == "KeyUnavailable"
         assert calls == []
-        world.keys.failing = False
+        world.flaky.failing = False
         await eventually(lambda: _status_is(world, integration_id, "active"))
         worker.stop()
     assert calls and set(calls) == {SECRET}
+    assert "kek-secret" not in caplog.text
+    assert SECRET not in caplog.text
+    assert "KeyUnavailable: key provider local failed to unwrap: RuntimeError" in caplog.text
+
+
+async def _key_failures_over(worker: VerificationWorker, passes: int) -> bool:
+    return worker.failures >= passes
+
+
+async def test_credentials_that_fail_authentication_are_rejected_with_the_reason(
+    world: World,
+) -> None:
+    """One row's blob swapped for another's (the key provider works): that integration's
+    fault, rejected at once with a message saying so; the other row is verified."""
+    calls: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.headers["x-key"])
+        return httpx.Response(200)
+
+    broken = await world.create("tok_broken_row_1111")
+    donor = await world.create("tok_donor_row_2222")
+    donor_blob = (await world.row(donor)).sealed_credentials
+    await world.database.transaction(
+        lambda conn: conn.execute(
+            sa.update(integrations)
+            .where(integrations.c.id == broken)
+            .values(sealed_credentials=donor_blob)
+        )
+    )
+    errors_before = counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap")
+    await world.worker(answer=answer).run_until_idle()
+    row = await world.row(broken)
+    assert row.status == "error"
+    assert row.verification["outcome"] == "rejected"
+    assert row.verification["error"] == CREDENTIALS_UNREADABLE_MESSAGE
+    assert "Send every sensitive credential field again" in row.verification["error"]
+    assert (await world.row(donor)).status == "active"
+    assert calls == ["tok_donor_row_2222"]  # nothing sent for the broken row
+    # the blob's fault is not the key provider's
+    assert counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap") == errors_before
 
 
 async def _attempted(world: World, integration_id: str) -> bool:
@@ -468,7 +536,8 @@ async def test_a_claim_of_an_expired_lease_is_counted_as_a_reclaim(world: World)
 async def test_key_provider_errors_are_counted_by_operation(world: World) -> None:
     integration_id = await world.create()
     before = counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap")
-    world.keys.failing = True
+    world.flaky.failing = True
     [job] = await world.worker()._claim(1)
-    assert job.id == integration_id and job.key_error == "RuntimeError"
+    assert job.id == integration_id and job.key_error == "KeyUnavailable"
+    assert job.key_detail == "KeyUnavailable: key provider local failed to unwrap: RuntimeError"
     assert counter(metrics.KEY_PROVIDER_ERRORS, "local", "unwrap") - before == 1

@@ -57,6 +57,7 @@ INTEGRATION_DISABLED = "integration.disabled"
 INTEGRATION_ACTIVATED = "integration.activated"
 INTEGRATION_DELETED = "integration.deleted"
 INTEGRATION_PROVIDER_REFUSED = "integration.provider_refused"
+INTEGRATION_CREDENTIALS_UNREADABLE = "integration.credentials_unreadable"
 ROUTING_RULE_CREATED = "routing_rule.created"
 ROUTING_RULE_UPDATED = "routing_rule.updated"
 ROUTING_RULE_DELETED = "routing_rule.deleted"
@@ -77,6 +78,7 @@ ACTIONS = (
     INTEGRATION_ACTIVATED,
     INTEGRATION_DELETED,
     INTEGRATION_PROVIDER_REFUSED,
+    INTEGRATION_CREDENTIALS_UNREADABLE,
     ROUTING_RULE_CREATED,
     ROUTING_RULE_UPDATED,
     ROUTING_RULE_DELETED,

@@ -21,6 +21,15 @@ record of every try.
 4. The last attempt and the operation are finished in one transaction; an operation where
    no provider can have acted releases its key (:mod:`relaykit.ledger` has the table).
 
+Stored credentials that cannot be opened (docs/security.md): a blob that fails
+authentication (:class:`~relaykit.sealing.CredentialsUnreadable`) is that integration's
+fault: its attempt is ``auth_failed`` with nothing sent, the integration moves to ``error``
+with the reason, and the next candidate is tried. A key provider that cannot be used
+(:class:`~relaykit.sealing.KeyUnavailable`, or any other exception while opening) is the
+operator's: nothing is sent on that candidate (``transient``), the integration is left as
+it is, and if no candidate succeeds the answer is a 503 ``key_provider_unavailable`` with the
+operation (its key released: nothing was sent, so a retry runs again).
+
 If the database fails while the operation runs, the answer is a 503
 ``ledger_unavailable`` naming the operation; no provider call is made without its attempt
 row committed first. The provider sees the same idempotency key on every try of one
@@ -46,6 +55,7 @@ from relaykit.capabilities import CapabilityContract, decode_input
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, RelaykitError, ValidationError
 from relaykit.ids import isoformat_z, new_id, utcnow
+from relaykit.integrations import CREDENTIALS_UNREADABLE_MESSAGE
 from relaykit.ledger import (
     FAILED,
     IN_FLIGHT,
@@ -65,7 +75,7 @@ from relaykit.metrics import DISPATCH_ATTEMPTS, FALLBACKS
 from relaykit.operations import OperationContext, OperationOutcome, OperationResult, run_operation
 from relaykit.provider_http import ProviderClients
 from relaykit.routing import RouteCandidate, RoutingService
-from relaykit.sealing import KeyProvider, SealContext, unseal
+from relaykit.sealing import CredentialsUnreadable, Keys, SealContext, SealError, unseal
 from relaykit.settings import Settings
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import integrations as integration_rows
@@ -104,7 +114,7 @@ def provider_object_id(result: Any) -> str | None:
 
 
 async def open_sealed(
-    key_provider: KeyProvider,
+    key_provider: Keys,
     tenant_id: str,
     integration_id: str,
     provider: str,
@@ -158,9 +168,14 @@ class OperationExpired(ConflictError):
         )
 
 
-#: An integration whose credentials a provider refused: its id, the credentials version
-#: refused, and the record for its metadata.
-Refusal = tuple[str, int, VerificationRecord]
+#: An integration whose credentials a provider refused (or whose stored credentials cannot
+#: be opened): its id, the credentials version refused, the record for its metadata, and
+#: the audit action that records the move to ``error``.
+Refusal = tuple[str, int, VerificationRecord, str]
+
+#: The code (and HTTP status) of an operation no candidate served because the key provider
+#: could not open the credentials of at least one of them: the operator's fault.
+KEY_PROVIDER_UNAVAILABLE = "key_provider_unavailable"
 
 
 class _Run(msgspec.Struct):
@@ -174,6 +189,10 @@ class _Run(msgspec.Struct):
     idempotency_key: str | None
     started: dt.datetime
     deadline: float  # time.monotonic() past which no try starts
+    #: integrations whose stored credentials failed authentication in this operation
+    unreadable: set[str] = msgspec.field(default_factory=set)
+    #: whether the key provider could not open some candidate's credentials
+    key_unavailable: bool = False
 
 
 class Dispatcher:
@@ -182,7 +201,7 @@ class Dispatcher:
         settings: Settings,
         database: Database,
         catalog: Catalog,
-        key_provider: KeyProvider,
+        key_provider: Keys,
         routing: RoutingService,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -267,14 +286,26 @@ class Dispatcher:
             last = served_by is not None or index == len(candidates) - 1
             if last:
                 response = self._response(
-                    run.capability, run.operation_id, run.started, final, served_by, finished
+                    run.capability,
+                    run.operation_id,
+                    run.started,
+                    final,
+                    served_by,
+                    finished,
+                    key_unavailable=run.key_unavailable,
                 )
                 await self._ledger(self._finish, run, attempt, ended, refusal, response)
                 return response
             await self._ledger(self._finish_attempt, run, attempt, ended, refusal)
 
         response = self._response(
-            run.capability, run.operation_id, run.started, final, served_by, finished
+            run.capability,
+            run.operation_id,
+            run.started,
+            final,
+            served_by,
+            finished,
+            key_unavailable=run.key_unavailable,
         )
         await self._ledger(self._finish, run, None, None, None, response)
         return response
@@ -351,19 +382,39 @@ class Dispatcher:
             )
         try:
             secrets = await self._open(run.tenant_id, candidate)
-        except RelaykitError as exc:
-            return OperationResult.failed(
-                OperationOutcome.TRANSIENT, f"stored credentials cannot be opened: {exc}"
-            )
-        except Exception as exc:  # a key provider's own failure (a KMS unreachable)
+        except CredentialsUnreadable as exc:
+            # This blob's fault (altered, or another row's): the integration goes to error.
             logger.warning(
-                "opening the credentials of integration %s failed: %s",
+                "operation %s: the stored credentials of integration %s cannot be opened (%s); "
+                "nothing sent, it moves to error",
+                run.operation_id,
                 candidate.integration_id,
-                type(exc).__name__,
+                exc,
             )
+            run.unreadable.add(candidate.integration_id)
+            return OperationResult.failed(
+                OperationOutcome.AUTH_FAILED,
+                "The stored credentials cannot be opened: they failed authentication "
+                "(altered, or copied from another integration); nothing was sent.",
+            )
+        except Exception as exc:
+            # The key provider could not be used (KeyUnavailable: unreachable, a key it does
+            # not hold; or another failure): the operator's fault, the integration stays as
+            # it is. relaykit's own message (a SealError's holds no material), else the type.
+            name = type(exc).__name__
+            detail = f"{name}: {exc}" if isinstance(exc, SealError) else name
+            logger.warning(
+                "operation %s: the key provider could not open the credentials of "
+                "integration %s (%s); nothing sent",
+                run.operation_id,
+                candidate.integration_id,
+                detail,
+            )
+            run.key_unavailable = True
             return OperationResult.failed(
                 OperationOutcome.TRANSIENT,
-                f"stored credentials cannot be opened now ({type(exc).__name__})",
+                f"The key provider could not open the stored credentials now ({name}); "
+                "nothing was sent.",
             )
         remaining = run.deadline - time.monotonic()
         if remaining <= 0:
@@ -410,8 +461,22 @@ class Dispatcher:
         )
 
     def _refusal(self, run: _Run, candidate: RouteCandidate, result: OperationResult) -> Refusal:
-        """The integration whose credentials a provider refused, which credentials, and the
-        record of it."""
+        """The integration whose credentials a provider refused (or whose stored credentials
+        cannot be opened), which credentials, the record of it and its audit action."""
+        checked_at = isoformat_z(utcnow()) or ""
+        if candidate.integration_id in run.unreadable:
+            return (
+                candidate.integration_id,
+                candidate.credentials_version,
+                VerificationRecord(
+                    outcome="credentials_unreadable",
+                    message=CREDENTIALS_UNREADABLE_MESSAGE,
+                    error=CREDENTIALS_UNREADABLE_MESSAGE,
+                    operation_id=run.operation_id,
+                    checked_at=checked_at,
+                ),
+                audit.INTEGRATION_CREDENTIALS_UNREADABLE,
+            )
         return (
             candidate.integration_id,
             candidate.credentials_version,
@@ -420,8 +485,9 @@ class Dispatcher:
                 message=result.message,
                 error=f"The provider refused the credentials during an operation: {result.message}",
                 operation_id=run.operation_id,
-                checked_at=isoformat_z(utcnow()) or "",
+                checked_at=checked_at,
             ),
+            audit.INTEGRATION_PROVIDER_REFUSED,
         )
 
     # -- the record (each a function of one transaction) ---------------------------------------
@@ -534,7 +600,7 @@ class Dispatcher:
         if object_id is not None:
             self._apply_early_events(conn, attempt, object_id)
         if refusal is not None:
-            integration_id, version, record = refusal
+            integration_id, version, record, action = refusal
             now = utcnow()
             # Only an integration still active with the credentials refused moves: one
             # disabled or re-credentialed meanwhile keeps what the tenant did.
@@ -552,7 +618,7 @@ class Dispatcher:
                     conn,
                     run.tenant_id,
                     integration_id,
-                    audit.INTEGRATION_PROVIDER_REFUSED,
+                    action,
                     status_before=Status.ACTIVE.value,
                     status_after=Status.ERROR.value,
                     details={
@@ -563,8 +629,11 @@ class Dispatcher:
                     now=now,
                 )
                 logger.warning(
-                    "integration %s moved to error: credentials refused during an operation",
+                    "integration %s moved to error: %s during an operation",
                     integration_id,
+                    "stored credentials cannot be opened"
+                    if action == audit.INTEGRATION_CREDENTIALS_UNREADABLE
+                    else "credentials refused",
                 )
 
     def _apply_early_events(
@@ -631,7 +700,13 @@ class Dispatcher:
         final: OperationResult | None,
         served_by: str | None,
         attempts: list[dict[str, Any]],
+        *,
+        key_unavailable: bool = False,
     ) -> DispatchResponse:
+        """The operation's answer. With no success, and the key provider unable to open the
+        credentials of at least one candidate that was not a stop (``rejected``,
+        ``unknown``), it is 503 ``key_provider_unavailable``: the operator's fault, nothing
+        was sent on that candidate."""
         succeeded = final is not None and final.outcome is OperationOutcome.SUCCEEDED
         ledger_status = _ledger_status(final)
         data = {
@@ -667,6 +742,14 @@ class Dispatcher:
                 f"The provider's answer was lost; the operation may have been carried out, so "
                 f"no other provider was tried: {final.message}",
             )
+        elif key_unavailable:
+            code, status, message = (
+                KEY_PROVIDER_UNAVAILABLE,
+                503,
+                f"No integration could serve {capability} now: the key provider could not "
+                "open the stored credentials, so nothing was sent on them. The integrations "
+                "are unchanged; try again later.",
+            )
         else:
             code, status, message = (
                 "provider_unavailable",
@@ -677,8 +760,11 @@ class Dispatcher:
         return DispatchResponse(status, False, message, data, code=code)
 
 
-#: Answers after which no provider can have acted: the key is released, so it may retry.
-_RETRYABLE_CODES = frozenset({"no_active_provider", "provider_unavailable"})
+#: Answers after which no provider can have acted: the key is released, so it may retry
+#: (a key provider's outage sends nothing either: a retry once it is back runs again).
+_RETRYABLE_CODES = frozenset(
+    {"no_active_provider", "provider_unavailable", KEY_PROVIDER_UNAVAILABLE}
+)
 
 
 def _ledger_status(final: OperationResult | None) -> str:

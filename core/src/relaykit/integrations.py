@@ -11,6 +11,14 @@ if a concurrent write got there first it starts again (:meth:`IntegrationService
 Every change that sticks appends its audit event (:mod:`relaykit.audit`) in the same
 transaction: created, credentials replaced (the field names), updated (which fields),
 activated, disabled, deleted. A PATCH that changes nothing records nothing.
+
+A PATCH of credentials that sends every sensitive field the provider declares replaces the
+sealed blob without needing the old one (it is opened only to compare, when it can be):
+stored credentials that cannot be opened (a lost key, an altered blob) are replaced that
+way. One that would need the old blob and cannot
+open it raises :class:`~relaykit.sealing.CredentialsUnreadable` (409
+``credentials_unreadable``: send every sensitive field) or
+:class:`~relaykit.sealing.KeyUnavailable` (503 ``key_provider_unavailable``); nothing changes.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import datetime as dt
 import enum
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -28,10 +36,11 @@ from relaykit import audit
 from relaykit.catalog import Catalog
 from relaykit.errors import ConflictError, NotFoundError, ValidationError
 from relaykit.ids import new_id, utcnow
+from relaykit.keys.loading import KeySet
 from relaykit.lifecycle import Action, Status, next_status
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_choice, check_page
 from relaykit.providers import STANDARD_CATEGORIES, Provider
-from relaykit.sealing import KeyProvider, SealContext, seal, unseal
+from relaykit.sealing import SealContext, SealError, seal, unseal
 from relaykit.storage import integrations as rows
 from relaykit.storage.database import Database, json_value, timestamp_text
 from relaykit.validation import (
@@ -71,6 +80,13 @@ async def until_unchanged(attempt: Repeatable[T], *, tries: int) -> T:
 
 
 DUPLICATE_MESSAGE = "An integration for this provider already exists."
+#: Why an integration whose sealed credentials fail authentication (or are corrupt) is in
+#: ``error``, and what a PATCH that would need them answers (409 ``credentials_unreadable``).
+CREDENTIALS_UNREADABLE_MESSAGE = (
+    "The stored credentials cannot be opened: they failed authentication (altered, or "
+    "copied from another integration). Send every sensitive credential field again to "
+    "replace them."
+)
 NOT_FOUND_MESSAGE = "Integration not found."
 STATUS_NAMES = [status.value for status in Status]
 #: How often a PATCH of credentials starts again when a concurrent write changed the row.
@@ -107,12 +123,22 @@ def _edit_details(row: sa.Row[Any], values: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
+def replaces_all_sensitive(provider: Provider, sent: Mapping[str, Any]) -> bool:
+    """Whether a PATCH's ``credentials`` send every sensitive field the provider's schema
+    declares (each key present; an optional one may be null, which clears it), so the
+    stored sealed blob is not needed to build the new one. Sending only the required ones
+    of a schema with optional sensitive fields is not every one. A provider with no
+    sensitive field never qualifies (it has no blob to replace)."""
+    sensitive = provider.sensitive_fields
+    return bool(sensitive) and all(name in sent for name in sensitive)
+
+
 class IntegrationService:
     def __init__(
         self,
         database: Database,
         catalog: Catalog,
-        key_provider: KeyProvider,
+        key_provider: KeySet,
         *,
         on_pending: Callable[[], None] | None = None,
     ) -> None:
@@ -168,7 +194,7 @@ class IntegrationService:
         integration_id = new_id()
         now = utcnow()
         context = SealContext(tenant_id, integration_id, request.provider.name)
-        sealed = await seal(request.secret, context, self.key_provider) if request.secret else None
+        sealed = await self._seal(request.secret, context) if request.secret else None
         values = {
             "id": integration_id,
             "tenant_id": tenant_id,
@@ -324,28 +350,43 @@ class IntegrationService:
         Changed values re-seal (a new data key) and queue a new verification. Values equal
         to the stored ones change nothing, except for an integration in ``error``: the
         contract tells tenants to PATCH the credentials to verify again, so that does.
+
+        A body that sends every sensitive field of the provider's schema (each one present,
+        an optional one possibly null to clear it) decides the whole sealed blob, so it does
+        not need the old one: the old blob is still opened to compare (the same values
+        change nothing), but if it cannot be opened, every sensitive field sent counts as
+        changed and the credentials are re-sealed and verified again. Otherwise the old
+        blob is opened to merge over; if it cannot be,
+        :class:`~relaykit.sealing.CredentialsUnreadable` (the blob's fault) or
+        :class:`~relaykit.sealing.KeyUnavailable` (the key provider's) propagates and
+        nothing changes.
         """
         context = SealContext(row.tenant_id, row.id, row.provider)
-        stored_secret = (
-            await unseal(row.sealed_credentials, context, self.key_provider)
-            if row.sealed_credentials
-            else {}
-        )
         sent_public, sent_secret = split_credentials(provider, sent)
+        replaces_every_secret = replaces_all_sensitive(provider, sent)
+        stored_secret: dict[str, Any] = {}
+        unknown_stored = False  # the old values could not be read: every sent one is new
+        if row.sealed_credentials:
+            try:
+                stored_secret = await unseal(row.sealed_credentials, context, self.key_provider)
+            except SealError:
+                if not replaces_every_secret:
+                    raise
+                unknown_stored = True
         public = {**row.public_credentials, **sent_public}
         secret = {**stored_secret, **sent_secret}
         public = {k: v for k, v in public.items() if v is not None}
         secret = {k: v for k, v in secret.items() if v is not None}
-        changed = audit.changed_keys(row.public_credentials, public) + audit.changed_keys(
-            stored_secret, secret
-        )
+        changed = audit.changed_keys(row.public_credentials, public)
+        if unknown_stored:
+            changed += sorted(sent_secret)
+        else:
+            changed += audit.changed_keys(stored_secret, secret)
         if not changed and row.status != Status.ERROR.value:
             return {}, []
         return {
             "public_credentials": public,
-            "sealed_credentials": await seal(secret, context, self.key_provider)
-            if secret
-            else None,
+            "sealed_credentials": await self._seal(secret, context) if secret else None,
             "credentials_version": row.credentials_version + 1,
             "verified_at": None,
             "verify_attempts": 0,
@@ -405,6 +446,11 @@ class IntegrationService:
         return self.view(await self.database.transaction(apply))
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _seal(self, secret: Mapping[str, Any], context: SealContext) -> bytes:
+        """Seal under the database's primary key (read again if this node's copy is stale)."""
+        await self.key_provider.refresh()
+        return await seal(secret, context, self.key_provider)
 
     def _row(self, conn: sa.Connection, tenant_id: str, integration_id: str) -> sa.Row[Any]:
         row = rows.find(conn, tenant_id, integration_id)

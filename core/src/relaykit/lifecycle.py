@@ -103,9 +103,11 @@ def next_status(action: Action, current: Status | str) -> Status:
 class VerificationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What relaykit last concluded about an integration's credentials, and when.
 
-    ``outcome`` is the check's (``accepted``, ``rejected``, ``transient``) or
-    ``auth_failed`` for credentials a provider refused during an operation; ``message`` is
-    the provider's (or relaykit's) own words. Fields that do not apply are left out.
+    ``outcome`` is the check's (``accepted``, ``rejected``, ``transient``),
+    ``auth_failed`` for credentials a provider refused during an operation, or
+    ``credentials_unreadable`` for stored credentials an operation could not open;
+    ``message`` is the provider's (or relaykit's) own words. Fields that do not apply are
+    left out.
     """
 
     outcome: str

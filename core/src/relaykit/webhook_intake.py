@@ -23,7 +23,12 @@ secret, store its events once, and apply them to the delivery attempts they are 
    applied when it is (:mod:`relaykit.dispatch`).
 
 A database failure is :class:`WebhookUnavailable` (503): the transaction rolled back, and the
-provider delivers again.
+provider delivers again. So is a key provider that cannot open the integration's credentials
+(:class:`~relaykit.sealing.KeyUnavailable`, or any failure that is not the blob's: the
+operator's fault, counted with result ``unavailable``): the provider retries once it is back.
+Sealed credentials that fail authentication (:class:`~relaykit.sealing.CredentialsUnreadable`:
+that integration's fault, it never opens until its secret is replaced) are a rejection like
+any other (reason ``credentials_unusable``).
 
 Opened credentials are kept in memory (at most :data:`OPENED_KEPT` integrations), keyed by
 the sealed blob itself: a provider delivers many webhooks to one integration, and opening
@@ -52,7 +57,7 @@ from relaykit.ids import isoformat_z, new_id, utcnow
 from relaykit.metrics import WEBHOOK_EVENTS
 from relaykit.pagination import DEFAULT_PER_PAGE, Page, check_id, check_page, is_id
 from relaykit.providers import Provider
-from relaykit.sealing import KeyProvider
+from relaykit.sealing import CredentialsUnreadable, Keys, SealError
 from relaykit.settings import Settings
 from relaykit.storage import delivery_attempts as attempt_rows
 from relaykit.storage import integrations as integration_rows
@@ -144,7 +149,7 @@ class WebhookIntake:
     """The receiver and the stored events' reads (``GET /api/v1/webhook-events``)."""
 
     def __init__(
-        self, settings: Settings, database: Database, catalog: Catalog, key_provider: KeyProvider
+        self, settings: Settings, database: Database, catalog: Catalog, key_provider: Keys
     ) -> None:
         self.database = database
         self.catalog = catalog
@@ -243,15 +248,16 @@ class WebhookIntake:
             )
         try:
             secrets = await self._open(tenant_id, integration_id, provider_name, sealed)
-        except RelaykitError as exc:  # a blob that cannot open: it never will
+        except CredentialsUnreadable as exc:  # a blob that cannot open: it never will
             raise self._reject(
                 "credentials_unusable", integration_id, type(exc).__name__, provider=provider_name
             ) from None
-        except Exception as exc:  # a key provider's own failure (a KMS unreachable): retry
+        except Exception as exc:  # the key provider cannot be used now (a KMS unreachable)
             logger.warning(
-                "opening the credentials of integration %s for a webhook failed: %s",
+                "the key provider could not open the credentials of integration %s for a "
+                "webhook (%s): answered 503, the provider delivers again",
                 integration_id,
-                type(exc).__name__,
+                _described(exc),
             )
             WEBHOOK_EVENTS.labels(provider_name, "unavailable").inc()
             raise WebhookUnavailable from None
@@ -356,13 +362,14 @@ class WebhookIntake:
                 secrets = await open_sealed(
                     self.key_provider, tenant_id, integration_id, provider_name, sealed
                 )
-            except Exception as exc:
+            except CredentialsUnreadable:
+                # They never open until replaced: no webhook can be checked, so not configured.
                 logger.warning(
-                    "opening the credentials of integration %s failed: %s",
-                    integration_id,
-                    type(exc).__name__,
+                    "the stored credentials of integration %s cannot be opened", integration_id
                 )
                 secrets = {}
+            # Anything else (KeyUnavailable) propagates: 503, whether the secret is
+            # configured cannot be told now.
             configured = _has_secrets(scheme, {**public, **secrets})
         path = self.webhook_path(integration_id)
         return IntegrationWebhook(
@@ -415,6 +422,14 @@ class WebhookIntake:
                 view=event_view,
             )
         )
+
+
+def _described(exc: BaseException) -> str:
+    """What may be logged of an exception raised opening credentials: relaykit's own message
+    for a SealError (it never holds key material), else the type alone (a key provider's
+    text may quote key material or its request)."""
+    name = type(exc).__name__
+    return f"{name}: {exc}" if isinstance(exc, SealError) else name
 
 
 def _has_secrets(scheme: WebhookScheme, credentials: Mapping[str, Any]) -> bool:

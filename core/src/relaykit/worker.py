@@ -27,17 +27,31 @@ A worker inside ``relaykit serve`` is woken at once by the API when a row become
 ``RELAYKIT_WORKER_POLL`` seconds. Stopping a worker waits briefly for checks in flight, then
 returns the leases it still holds so another worker can take them at once.
 
+Credentials that cannot be opened (docs/security.md, "When credentials cannot be opened"):
+
+* the key provider cannot be used (:class:`~relaykit.sealing.KeyUnavailable`: unreachable, a
+  key it does not hold, access denied; or any exception that is not the blob's fault): the
+  operator's fault, not the tenant's. The check is ``transient`` and does **not** count
+  toward ``RELAYKIT_VERIFY_MAX_ATTEMPTS`` (the claim's attempt is given back), so an outage
+  of any length never pushes a row to ``error``; it is retried after a backoff that doubles
+  with the worker's consecutive key failures (from ``RELAYKIT_VERIFY_BACKOFF_BASE`` up to
+  ``RELAYKIT_VERIFY_BACKOFF_MAX``), logged with the exception's type and relaykit's own
+  message (never a provider's text, which may quote key material), counted in
+  ``relaykit_key_provider_errors_total`` by the key set, and the claim pass is a failed one
+  (``relaykit_worker_loop_errors``, the heartbeat's error: ``/ready`` shows it);
+* this row's blob fails authentication or is corrupt
+  (:class:`~relaykit.sealing.CredentialsUnreadable`, while the key provider works): that
+  integration's fault. The check is ``rejected`` with a message that says so, and the row
+  goes to ``error`` until a PATCH replaces every sensitive field.
+
 Supervision: the claim loop survives any exception. A pass (sweep, claim, heartbeat) that
 fails is logged, counted (``relaykit_worker_loop_errors``) and retried after a backoff that
-doubles from ``RELAYKIT_WORKER_POLL`` up to ``RELAYKIT_WORKER_HEARTBEAT``. A key provider that
-raises something other than a :class:`~relaykit.sealing.SealError` while the claimed rows'
-credentials are opened (a KMS outage) makes those checks ``transient`` (retried with their
-backoff, their leases returned) and the pass a failed one. Every worker keeps a row in
-``worker_heartbeats`` (:mod:`relaykit.storage.heartbeats`): beaten after a good pass, at most
-every half ``RELAYKIT_WORKER_HEARTBEAT``; a failed pass records its error's type and leaves the
-beat time alone, so ``/ready`` sees a worker that cannot claim once the interval passes. A
-clean stop deletes the row; rows of workers gone without one are deleted by the sweep once
-they are :data:`STALE_HEARTBEATS` intervals old.
+doubles from ``RELAYKIT_WORKER_POLL`` up to ``RELAYKIT_WORKER_HEARTBEAT``. Every worker
+keeps a row in ``worker_heartbeats`` (:mod:`relaykit.storage.heartbeats`): beaten after a
+good pass, at most every half ``RELAYKIT_WORKER_HEARTBEAT``; a failed pass records its
+error's type and leaves the beat time alone, so ``/ready`` sees a worker that cannot claim
+once the interval passes. A clean stop deletes the row; rows of workers gone without one
+are deleted by the sweep once they are :data:`STALE_HEARTBEATS` intervals old.
 """
 
 from __future__ import annotations
@@ -61,12 +75,19 @@ import sqlalchemy as sa
 from relaykit import audit, metrics
 from relaykit.catalog import Catalog
 from relaykit.context import WORKER_ACTOR, bound
-from relaykit.errors import RelaykitError
 from relaykit.ids import isoformat_z, new_id, utcnow
+from relaykit.integrations import CREDENTIALS_UNREADABLE_MESSAGE
 from relaykit.ledger import settle_abandoned
 from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.provider_http import ProviderClients, ProviderContext
-from relaykit.sealing import KeyProvider, SealContext, call_with_key_provider, open_credentials
+from relaykit.sealing import (
+    CredentialsUnreadable,
+    Keys,
+    SealContext,
+    SealError,
+    call_with_key_provider,
+    open_credentials,
+)
 from relaykit.settings import Settings
 from relaykit.storage import heartbeats
 from relaykit.storage import integrations as rows
@@ -82,6 +103,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 STALE_HEARTBEATS = 10
 #: The shortest wait after a failed claim pass, however short the poll interval.
 MIN_RETRY_SECONDS = 0.05
+#: Rows whose deferred checks a worker tracks for their backoff before it starts afresh.
+MAX_TRACKED_DEFERRALS = 100_000
 
 
 class VerificationJob(msgspec.Struct, frozen=True):
@@ -95,20 +118,25 @@ class VerificationJob(msgspec.Struct, frozen=True):
     #: whether the claim took the row from a worker whose lease had expired
     lease_reclaimed: bool = False
     #: the unsealed credentials (opened in the claiming thread: one thread hop fewer), or
-    #: why they could not be opened
+    #: why this row's blob cannot be opened (CredentialsUnreadable: the blob's fault)
     credentials: dict[str, Any] | None = None
     open_error: str | None = None
-    #: the type of the exception the key provider raised opening them (not a SealError:
-    #: the key provider itself failed, which says nothing of the credentials)
+    #: the type of the exception raised when the key provider could not be used to open
+    #: them (KeyUnavailable, or anything that is not the blob's fault), which says nothing
+    #: of the credentials; and what may be shown of it (relaykit's own message for a
+    #: SealError, else the type alone: a provider's text may quote key material)
     key_error: str | None = None
+    key_detail: str | None = None
 
 
 class ClaimPassFailed(Exception):
     """A claim pass reached the database but could not do its work (the key provider
-    failed): ``error`` names the underlying exception's type."""
+    failed): ``error`` names the underlying exception's type, ``detail`` what may be shown."""
 
-    def __init__(self, error: str) -> None:
-        super().__init__(f"the key provider failed opening claimed credentials ({error})")
+    def __init__(self, error: str, detail: str | None = None) -> None:
+        super().__init__(
+            f"the key provider could not open the claimed credentials ({detail or error})"
+        )
         self.error = error
 
 
@@ -134,10 +162,13 @@ def apply_result(
     verification: VerificationRecord,
     now: dt.datetime,
     next_verify_at: dt.datetime | None,
+    verify_attempts: int | None = None,
 ) -> bool:
     """A check's outcome on its row and, when it applied, its audit event (actor
     ``worker``), in one transaction: whether it applied (see
-    :func:`relaykit.storage.integrations.record_verification_result`)."""
+    :func:`relaykit.storage.integrations.record_verification_result`). ``verify_attempts``
+    sets the row's attempt count back for a check that does not count (the key provider
+    could not be used)."""
     applied = rows.record_verification_result(
         conn,
         integration_id,
@@ -148,6 +179,8 @@ def apply_result(
         now=now,
         next_verify_at=next_verify_at,
     )
+    if applied and verify_attempts is not None:
+        rows.update_fields(conn, integration_id, {"verify_attempts": verify_attempts})
     if applied:
         audit.record_verification(conn, tenant_id, integration_id, action, verification, now)
     return applied
@@ -159,7 +192,7 @@ class VerificationWorker:
         settings: Settings,
         database: Database,
         catalog: Catalog,
-        key_provider: KeyProvider,
+        key_provider: Keys,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         owner: str | None = None,
@@ -184,6 +217,11 @@ class VerificationWorker:
         #: claim passes that failed since the worker started, and in a row now
         self.failures = 0
         self._failing = 0
+        #: claims in a row where the key provider could not open credentials
+        self._key_failing = 0
+        #: checks deferred in a row per integration (the key provider could not open its
+        #: credentials): each row's own backoff, in memory (a restart starts it again)
+        self._deferrals: dict[str, int] = {}
         #: counters for the log and for tests
         self.stats = {"claimed": 0, "active": 0, "error": 0, "retry": 0, "stale": 0}
 
@@ -273,11 +311,21 @@ class VerificationWorker:
         for job in claimed:
             self._in_flight += 1
             group.start_soon(self._check, job)
-        key_error = next((job.key_error for job in claimed if job.key_error), None)
-        if key_error is not None:
-            raise ClaimPassFailed(key_error)
+        failed = next((job for job in claimed if job.key_error), None)
+        if failed is not None and failed.key_error is not None:
+            raise ClaimPassFailed(failed.key_error, failed.key_detail)
         await self._beat()
         return bool(claimed) and len(claimed) == free
+
+    def key_retry_delay(self, failing: int) -> float:
+        """Seconds before a check the key provider stopped is tried again, after ``failing``
+        checks of that row in a row it could not open the credentials of: doubling from
+        ``RELAYKIT_VERIFY_BACKOFF_BASE`` up to ``RELAYKIT_VERIFY_BACKOFF_MAX``, jittered down
+        to half (never near zero: these checks do not count, so nothing else bounds them)."""
+        base = max(MIN_RETRY_SECONDS, self.settings.verify_backoff_base)
+        cap = max(base, self.settings.verify_backoff_max)
+        ceiling = min(cap, base * math.pow(2, min(max(0, failing - 1), 32)))
+        return self._rng.uniform(ceiling / 2, ceiling)
 
     def retry_delay(self, failing: int) -> float:
         """Seconds before the next pass after ``failing`` failed passes in a row: doubling
@@ -295,7 +343,12 @@ class VerificationWorker:
         metrics.WORKER_LOOP_ERRORS.labels(error).inc()
         delay = self.retry_delay(self._failing)
         # A database error's text quotes its statement and parameters: its type says enough.
-        detail = error if isinstance(exc, DatabaseError) else f"{error}: {exc}"
+        if isinstance(exc, DatabaseError):
+            detail = error
+        elif isinstance(exc, ClaimPassFailed):
+            detail = str(exc)  # relaykit's words: never a key provider's own text
+        else:
+            detail = f"{error}: {exc}"
         logger.warning(
             "verification worker %s: claim pass failed (%s), %d in a row; next in %.1f s",
             self.owner,
@@ -422,13 +475,14 @@ class VerificationWorker:
                 f"the provider {job.provider} is not installed on this worker"
             )
         if job.key_error is not None:
+            # The tenant sees the type only: the detail (a key id, a keyring's path) is the
+            # operator's, in the log.
             return VerificationResult.transient(
-                f"the key provider could not open the stored credentials ({job.key_error})"
+                f"the key provider could not open the stored credentials ({job.key_error}); "
+                "this check does not count toward the attempts"
             )
         if job.credentials is None:
-            return VerificationResult.rejected(
-                f"stored credentials cannot be opened: {job.open_error}"
-            )
+            return VerificationResult.rejected(CREDENTIALS_UNREADABLE_MESSAGE)
         credentials = job.credentials
         client = self._clients.get(provider)
         ctx = ProviderContext(client, str(client.base_url))
@@ -470,6 +524,10 @@ class VerificationWorker:
         if reclaimed:
             metrics.LEASE_RECLAIMS.inc(reclaimed)
         opened = await call_with_key_provider(self.key_provider, self._with_credentials, jobs)
+        if any(job.key_error for job in opened):
+            self._key_failing += 1
+        elif opened:
+            self._key_failing = 0
         self.stats["claimed"] += len(opened)
         return opened
 
@@ -478,12 +536,25 @@ class VerificationWorker:
         for job in jobs:
             try:
                 opened.append(msgspec.structs.replace(job, credentials=self._open(job)))
-            except RelaykitError as exc:
+            except CredentialsUnreadable as exc:
+                # This blob's fault (altered, or another row's): the check rejects it.
+                logger.warning(
+                    "the stored credentials of integration %s cannot be opened: %s", job.id, exc
+                )
                 opened.append(msgspec.structs.replace(job, open_error=str(exc)))
             except Exception as exc:
-                # The key provider failed (a KMS outage, a plugin's bug): nothing is known of
-                # the credentials. Only the type: the message may carry key material.
-                opened.append(msgspec.structs.replace(job, key_error=type(exc).__name__))
+                # The key provider could not be used (KeyUnavailable: a KMS outage, a key it
+                # does not hold; or a plugin's bug): nothing is known of the credentials.
+                # relaykit's own message (a SealError's never holds material), else the type.
+                name = type(exc).__name__
+                detail = f"{name}: {exc}" if isinstance(exc, SealError) else name
+                logger.warning(
+                    "the key provider could not open the credentials of integration %s (%s); "
+                    "the check is retried and does not count",
+                    job.id,
+                    detail,
+                )
+                opened.append(msgspec.structs.replace(job, key_error=name, key_detail=detail))
         return opened
 
     async def _apply(self, job: VerificationJob, result: VerificationResult) -> None:
@@ -500,6 +571,8 @@ class VerificationWorker:
             verification=record,
             now=now,
             next_verify_at=next_at,
+            # a check the key provider stopped does not count: the claim's attempt is given back
+            verify_attempts=max(0, job.attempt - 1) if job.key_error is not None else None,
         )
         if not applied:
             self.stats["stale"] += 1
@@ -537,6 +610,21 @@ class VerificationWorker:
             checked_at=isoformat_z(now) or "",
             provider_status=result.status_code,
         )
+        if job.key_error is not None:
+            # The operator's fault: retried without counting, never given up on, each row
+            # backing off on its own (one key denied must not slow the rows under another).
+            if len(self._deferrals) >= MAX_TRACKED_DEFERRALS:
+                self._deferrals.clear()
+            deferred = self._deferrals[job.id] = self._deferrals.get(job.id, 0) + 1
+            next_at = now + dt.timedelta(seconds=self.key_retry_delay(deferred))
+            record = msgspec.structs.replace(
+                record,
+                attempts=max(0, job.attempt - 1),
+                last_error=result.message,
+                next_attempt_at=isoformat_z(next_at),
+            )
+            return Action.VERIFICATION_DEFERRED, record, next_at
+        self._deferrals.pop(job.id, None)
         if result.outcome is VerificationOutcome.ACCEPTED:
             return Action.VERIFICATION_ACCEPTED, record, None
         if result.outcome is VerificationOutcome.REJECTED:

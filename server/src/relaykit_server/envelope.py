@@ -72,6 +72,14 @@ WITH_BODY = {
     **INVALID,
 }
 CONFLICT = {409: _error("The request conflicts with the resource's state (code says which).")}
+#: What a request that seals or opens stored credentials may answer when the key provider
+#: cannot be used (the operator's fault; nothing was changed).
+KEY_PROVIDER = {
+    503: _error(
+        "The key provider cannot seal or open credentials now (code "
+        "`key_provider_unavailable`); nothing was changed, try again later."
+    )
+}
 
 
 def responses(*groups: Mapping[int, ResponseSpec]) -> dict[int, ResponseSpec]:

@@ -22,6 +22,8 @@ from relaykit.errors import (
     RelaykitError,
     ValidationError,
 )
+from relaykit.integrations import CREDENTIALS_UNREADABLE_MESSAGE
+from relaykit.sealing import CredentialsUnreadable, KeyUnavailable
 from relaykit.webhook_intake import WebhookRejectedError, WebhookUnavailable
 from relaykit_server.envelope import VALIDATION_MESSAGE, failure, ledger_unavailable
 
@@ -67,6 +69,15 @@ def _validation_errors(exc: ValidationException) -> dict[str, list[str]]:
     return errors
 
 
+KEY_PROVIDER_UNAVAILABLE = (
+    "Stored credentials cannot be sealed or opened now: the key provider is unavailable. "
+    "Nothing was changed; try again later."
+)
+#: The 409 of a request that needs an integration's stored credentials when they fail
+#: authentication (a PATCH that does not replace every sensitive field).
+CREDENTIALS_UNREADABLE = CREDENTIALS_UNREADABLE_MESSAGE
+
+
 def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ValidationError):
         return failure(422, exc.message, errors=exc.errors)
@@ -82,6 +93,13 @@ def handle_relaykit_error(request: Request[Any, Any, Any], exc: Exception) -> Re
         return failure(400, str(exc), code=exc.code)
     if isinstance(exc, WebhookUnavailable):
         return failure(503, str(exc), code=exc.code)
+    if isinstance(exc, KeyUnavailable):
+        # The operator's fault (docs/security.md): the key provider's own words stay in
+        # the log, which the key set wrote when it counted the failure.
+        logger.warning("key provider unavailable on %s: %s", request.url.path, exc)
+        return failure(503, KEY_PROVIDER_UNAVAILABLE, code="key_provider_unavailable")
+    if isinstance(exc, CredentialsUnreadable):
+        return failure(409, CREDENTIALS_UNREADABLE, code="credentials_unreadable")
     if isinstance(exc, AuthenticationError):
         return failure(
             401, "Unauthenticated.", code="unauthenticated", headers={"WWW-Authenticate": "Bearer"}

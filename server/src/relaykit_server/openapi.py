@@ -205,8 +205,12 @@ def _operation_path(capability: str, contract: CapabilityContract) -> dict[str, 
                     "OperationFailureBody",
                 ),
                 "503": _error(
-                    "The ledger could not be written (code `ledger_unavailable`).",
+                    "The ledger could not be written (code `ledger_unavailable`), or no "
+                    "integration served it because the key provider could not open their "
+                    "credentials (code `key_provider_unavailable`, with the operation; "
+                    "nothing was sent on them and its Idempotency-Key is released).",
                     "LedgerUnavailableBody",
+                    "OperationFailureBody",
                 ),
             },
             "security": [{"bearer": []}],

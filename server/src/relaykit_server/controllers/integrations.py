@@ -26,7 +26,14 @@ from relaykit.wire import (
     UpdateIntegration,
 )
 from relaykit_server.body import Body, SentBody
-from relaykit_server.envelope import CONFLICT, INVALID, NOT_FOUND, WITH_BODY, responses
+from relaykit_server.envelope import (
+    CONFLICT,
+    INVALID,
+    KEY_PROVIDER,
+    NOT_FOUND,
+    WITH_BODY,
+    responses,
+)
 from relaykit_server.params import Page, PerPage
 from relaykit_server.requests import ApiRequest, cached_read, page_parts
 from relaykit_server.state import services_of
@@ -94,7 +101,7 @@ class IntegrationsController(Controller):
     @post(
         "/",
         summary="Configure an integration",
-        responses=responses(WITH_BODY),
+        responses=responses(WITH_BODY, KEY_PROVIDER),
         operation_id="createIntegration",
     )
     async def create_integration(
@@ -120,7 +127,11 @@ class IntegrationsController(Controller):
     @patch(
         "/{integration_id:str}",
         summary="Update an integration",
-        responses=responses(WITH_BODY, NOT_FOUND, CONFLICT),
+        description="A `credentials` object that sends every sensitive field of the "
+        "provider replaces the sealed credentials without reading the old ones. One that "
+        "would need the stored ones and cannot open them is a 409 `credentials_unreadable` "
+        "(send every sensitive field), or a 503 `key_provider_unavailable`.",
+        responses=responses(WITH_BODY, NOT_FOUND, CONFLICT, KEY_PROVIDER),
         operation_id="updateIntegration",
     )
     async def update_integration(

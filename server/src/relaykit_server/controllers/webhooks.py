@@ -30,7 +30,7 @@ from relaykit.wire import (
     WebhookReceipt,
     WebhookReceived,
 )
-from relaykit_server.envelope import INVALID, NOT_FOUND, responses
+from relaykit_server.envelope import INVALID, KEY_PROVIDER, NOT_FOUND, responses
 from relaykit_server.params import Page, PerPage
 from relaykit_server.requests import ApiRequest, page_parts
 from relaykit_server.state import services_of
@@ -88,7 +88,11 @@ def request_headers(scope: Scope) -> dict[str, str]:
             "(one answer for all, code `webhook_rejected`)."
         ),
         413: _error("The body is larger than RELAYKIT_MAX_BODY_BYTES (code `payload_too_large`)."),
-        503: _error("The events could not be recorded now (code `webhook_unavailable`)."),
+        503: _error(
+            "The events could not be recorded now, or the key provider cannot open the "
+            "integration's secret now (code `webhook_unavailable`): the provider delivers "
+            "again."
+        ),
     },
 )
 async def receive_webhook(
@@ -188,7 +192,7 @@ class IntegrationWebhookController(Controller):
         description="The URL to give the provider (Stripe: paste it into the dashboard's "
         "webhook endpoints; Twilio and Plivo sends carry it), null while RELAYKIT_PUBLIC_URL "
         "is unset.",
-        responses=responses(NOT_FOUND),
+        responses=responses(NOT_FOUND, KEY_PROVIDER),
         operation_id="getIntegrationWebhook",
     )
     async def get_integration_webhook(
