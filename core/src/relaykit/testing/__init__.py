@@ -11,7 +11,10 @@
   and everything else relaykit requires of a provider package, loaded through its entry
   point. Subclass it in the package's tests (``relaykit new-provider`` writes one);
 * :mod:`relaykit.testing.webhook_contract`: :class:`WebhookContractTests`, the checks every
-  provider's webhook scheme must pass (signatures, tampering, staleness, dedupe keys).
+  provider's webhook scheme must pass (signatures, tampering, staleness, dedupe keys);
+* :mod:`relaykit.testing.key_provider_contract`: :class:`KeyProviderContractTests`, the
+  checks every key provider (the local keyring, a KMS plugin) must pass: round trips,
+  refusals as ``CredentialsUnreadable`` or ``KeyUnavailable``, rotation, threads, secrecy.
 """
 
 from relaykit.testing.contract import VerifierContractTests
@@ -24,6 +27,7 @@ from relaykit.testing.http import (
     run_verification,
     silent_server,
 )
+from relaykit.testing.key_provider_contract import KeyProviderContractTests
 from relaykit.testing.operation_contract import (
     OperationContractTests,
     OperationRefusalTests,
@@ -36,6 +40,7 @@ from relaykit.testing.provider_contract import ProviderContractTests
 from relaykit.testing.webhook_contract import WebhookContractTests
 
 __all__ = [
+    "KeyProviderContractTests",
     "OperationContractTests",
     "OperationRefusalTests",
     "OperationSecretTests",
