@@ -323,14 +323,12 @@ def keys_init(state: CliState, force: bool) -> None:
         previous = custody.primary(conn)
         for old in lost:
             custody.record(conn, "local", old, custody.RETIRED)
-        custody.record(conn, "local", key_id, custody.PRIMARY)
-        audit_trail.record(
+        custody.record_change(
             conn,
-            tenant_id=None,
-            action=audit_trail.KEYS_ROTATED,
-            resource_type="key",
-            resource_id=key_id,
-            details={
+            "local",
+            key_id,
+            custody.PRIMARY,
+            {
                 "key_provider": "local",
                 "primary_key_id": key_id,
                 "previous_key_provider": previous[0] if previous else None,
@@ -466,18 +464,13 @@ def keys_retire(state: CliState, key_id: str) -> None:
             f"key {key_id} still wraps {in_use} rows: run 'relaykit keys rewrap' first"
         )
 
-    def record(conn: Any) -> None:
-        custody.record(conn, name, key_id, custody.RETIRED)
-        audit_trail.record(
-            conn,
-            tenant_id=None,
-            action=audit_trail.KEYS_RETIRED,
-            resource_type="key",
-            resource_id=key_id if len(key_id) <= 26 else None,
-            details={"key_provider": name, "key_id": key_id},
-        )
-
-    state.database.transaction_blocking(record)
+    state.database.transaction_blocking(
+        custody.record_change,
+        name,
+        key_id,
+        custody.RETIRED,
+        {"key_provider": name, "key_id": key_id},
+    )
     click.echo(f"retired key {name} {key_id}")
     local = key_set.local
     if name == "local" and local is not None and local.holds(key_id):

@@ -285,28 +285,12 @@ class Dispatcher:
             )
             last = served_by is not None or index == len(candidates) - 1
             if last:
-                response = self._response(
-                    run.capability,
-                    run.operation_id,
-                    run.started,
-                    final,
-                    served_by,
-                    finished,
-                    key_unavailable=run.key_unavailable,
-                )
+                response = self._response(run, final, served_by, finished)
                 await self._ledger(self._finish, run, attempt, ended, refusal, response)
                 return response
             await self._ledger(self._finish_attempt, run, attempt, ended, refusal)
 
-        response = self._response(
-            run.capability,
-            run.operation_id,
-            run.started,
-            final,
-            served_by,
-            finished,
-            key_unavailable=run.key_unavailable,
-        )
+        response = self._response(run, final, served_by, finished)
         await self._ledger(self._finish, run, None, None, None, response)
         return response
 
@@ -694,19 +678,17 @@ class Dispatcher:
 
     def _response(
         self,
-        capability: str,
-        operation_id: str,
-        started: Any,
+        run: _Run,
         final: OperationResult | None,
         served_by: str | None,
         attempts: list[dict[str, Any]],
-        *,
-        key_unavailable: bool = False,
     ) -> DispatchResponse:
         """The operation's answer. With no success, and the key provider unable to open the
         credentials of at least one candidate that was not a stop (``rejected``,
         ``unknown``), it is 503 ``key_provider_unavailable``: the operator's fault, nothing
         was sent on that candidate."""
+        capability, operation_id, started = run.capability, run.operation_id, run.started
+        key_unavailable = run.key_unavailable
         succeeded = final is not None and final.outcome is OperationOutcome.SUCCEEDED
         ledger_status = _ledger_status(final)
         data = {

@@ -304,13 +304,37 @@ def _no_primary_message(settings: Settings) -> str:
 
 # -- changing keys (relaykit keys rotate / retire) ---------------------------------------------
 
+_EVENTS = {PRIMARY: "keys.rotated", RETIRED: "keys.retired"}
+
+
+def record_change(
+    conn: sa.Connection,
+    key_provider: str,
+    key_id: str,
+    state: str,
+    details: dict[str, object],
+) -> None:
+    """Record a key's new state (``primary`` or ``retired``) with its audit event on the
+    system chain (``keys.rotated`` / ``keys.retired``), in the caller's transaction."""
+    from relaykit import audit
+
+    record(conn, key_provider, key_id, state)
+    audit.record(
+        conn,
+        tenant_id=None,
+        action=_EVENTS[state],
+        resource_type="key",
+        # a KMS key's id (an ARN) is longer than an id column: details has it
+        resource_id=key_id if len(key_id) <= 26 else None,
+        details=details,
+    )
+
 
 def rotate(keys: KeySet, key_provider: str, key_id: str | None = None) -> str:
     """Make ``key_id`` of ``key_provider`` the primary key (a new key of the provider's own
     making when not given: the local keyring's), after checking this node can use it, and
     record it in the database with its ``keys.rotated`` audit event in one transaction.
     Every node seals under it from its next seal. Returns the key id."""
-    from relaykit import audit
     from relaykit.keys.loading import probe_key
 
     database = keys.database
@@ -330,14 +354,12 @@ def rotate(keys: KeySet, key_provider: str, key_id: str | None = None) -> str:
     chosen = key_id
 
     def apply(conn: sa.Connection) -> None:
-        record(conn, key_provider, chosen, PRIMARY)
-        audit.record(
+        record_change(
             conn,
-            tenant_id=None,
-            action=audit.KEYS_ROTATED,
-            resource_type="key",
-            resource_id=chosen if len(chosen) <= 26 else None,
-            details={
+            key_provider,
+            chosen,
+            PRIMARY,
+            {
                 "key_provider": key_provider,
                 "primary_key_id": chosen,
                 "previous_key_provider": previous[0],
