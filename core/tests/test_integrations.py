@@ -68,6 +68,9 @@ class InterferingKeyring:
     def in_process(self) -> bool:
         return self.keys.in_process
 
+    def in_process_for(self, key_provider: str) -> bool:
+        return self.keys.in_process_for(key_provider)
+
     async def refresh(self) -> None:
         await self.keys.refresh()
 

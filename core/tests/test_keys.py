@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ from relaykit.sealing import (
     SealError,
     open_credentials,
     read_blob,
+    seal,
     seal_credentials,
+    unseal,
 )
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, IntegrityError, json_value, open_database
@@ -65,6 +68,7 @@ class ToyKms:
             key_id: AESGCM(AESGCM.generate_key(bit_length=256)) for key_id in ("toy-1", "toy-2")
         }
         self.calls = 0
+        self.threads: list[int] = []  # the thread of each unwrap
 
     def _key(self, key_id: str) -> AESGCM:
         if key_id not in self._keys:
@@ -78,6 +82,7 @@ class ToyKms:
 
     def unwrap(self, key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
         self.calls += 1
+        self.threads.append(threading.get_ident())
         try:
             return self._key(key_id).decrypt(wrapped[:12], wrapped[12:], associated_data)
         except InvalidTag:
@@ -440,3 +445,49 @@ def test_keys_status_and_rewrap_get_past_an_altered_row(
     assert rewrapped.exit_code == 1
     assert "rewrapped 2, skipped 0 (changed meanwhile), failed 1" in rewrapped.output
     assert opens(database, local_key_set(settings, database), made[1:])
+
+
+def test_each_seal_and_open_runs_where_its_own_provider_says(
+    database: Database, settings: Settings
+) -> None:
+    """An installed remote provider (toykms says nothing of in_process: a network one)
+    moves its own blobs' opening to a worker thread and leaves the local keyring's on the
+    event loop; a worker's batch of any keys goes to a thread."""
+    local = local_key_set(settings, database)
+    made = seed(database, local, count=1)
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[("toykms", ToyKmsPlugin())])
+    keys = load_key_provider(settings, pm)
+    custody.attach(keys, database, settings)
+    assert keys.in_process_for("local") and not keys.in_process_for("toykms")
+    assert keys.in_process is False  # a batch may hold blobs of either
+    tenant_id, integration_id, secret = made[0]
+    local_blob = blob_of(database, integration_id)
+    assert local_blob is not None
+    context = SealContext(tenant_id, integration_id, "acme")
+    loop_thread: list[int] = []
+    local_threads: list[int] = []
+    keyring = keys.local
+    assert keyring is not None
+    local_unwrap = keyring.unwrap
+
+    def recording_unwrap(key_id: str, wrapped: bytes, associated_data: bytes) -> bytes:
+        local_threads.append(threading.get_ident())
+        return local_unwrap(key_id, wrapped, associated_data)
+
+    keyring.unwrap = recording_unwrap  # type: ignore[method-assign]
+
+    async def open_both() -> tuple[dict[str, Any], dict[str, Any]]:
+        loop_thread.append(threading.get_ident())
+        opened_local = await unseal(local_blob, context, keys)
+        custody.rotate(keys, "toykms", "toy-1")  # probes the key here, in this thread
+        toy.threads.clear()
+        toy_blob = await seal({"api_key": secret}, context, keys)
+        return opened_local, await unseal(toy_blob, context, keys)
+
+    toy = keys.provider_named("toykms")
+    assert isinstance(toy, ToyKms)
+    opened_local, opened_toy = anyio.run(open_both)
+    assert opened_local == opened_toy == {"api_key": secret}
+    assert toy.threads
+    assert loop_thread[0] not in toy.threads  # the toy's unwrap ran in a worker thread
+    assert local_threads == loop_thread  # the keyring's, on the event loop

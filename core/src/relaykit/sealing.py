@@ -128,6 +128,10 @@ class Keys(Protocol):
     @property
     def in_process(self) -> bool: ...
 
+    def in_process_for(self, key_provider: str) -> bool:
+        """Whether the named provider wraps and unwraps in memory (no network I/O)."""
+        ...
+
     def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
         """Wrap under the primary key: ``(key_id, wrapped)``."""
         ...
@@ -158,13 +162,20 @@ async def call_with_key_provider(keys: KeyProvider | Keys, fn: Callable[..., T],
 
 
 async def seal(values: Mapping[str, Any], context: SealContext, keys: Keys) -> bytes:
-    """:func:`seal_credentials` from the event loop (a remote key provider in a thread)."""
-    return await call_with_key_provider(keys, seal_credentials, values, context, keys)
+    """:func:`seal_credentials` from the event loop: on the loop when the primary key's
+    provider works in memory (the local keyring), else in a worker thread."""
+    if keys.in_process_for(keys.name):
+        return seal_credentials(values, context, keys)
+    return await anyio.to_thread.run_sync(seal_credentials, values, context, keys)
 
 
 async def unseal(sealed: bytes, context: SealContext, keys: Keys) -> dict[str, Any]:
-    """:func:`open_credentials` from the event loop (a remote key provider in a thread)."""
-    return await call_with_key_provider(keys, open_credentials, sealed, context, keys)
+    """:func:`open_credentials` from the event loop: on the loop when the provider that
+    wrapped this blob works in memory (the local keyring), else in a worker thread. So an
+    installed KMS plugin moves only its own blobs off the loop."""
+    if keys.in_process_for(read_blob(sealed).key_provider):
+        return open_credentials(sealed, context, keys)
+    return await anyio.to_thread.run_sync(open_credentials, sealed, context, keys)
 
 
 def seal_credentials(values: Mapping[str, Any], context: SealContext, keys: Keys) -> bytes:

@@ -238,11 +238,18 @@ class KeySet:
     @property
     def in_process(self) -> bool:
         """Whether every installed provider wraps and unwraps in memory (the local keyring
-        alone): sealing and opening then run on the event loop, else in a worker thread.
-        Any installed remote provider (a KMS plugin) moves all of it off the loop: a blob
-        under one of its keys may turn up in any batch, and its call must never block the
-        loop."""
+        alone): a batch of blobs under any keys (the worker's claim) may then be opened on
+        the event loop, else in a worker thread, since a blob under a remote provider's key
+        may turn up in any batch. One seal or open decides by its own provider
+        (:meth:`in_process_for`)."""
         return self._in_process
+
+    def in_process_for(self, key_provider: str) -> bool:
+        """Whether the named provider wraps and unwraps in memory: one seal or open under
+        it may run on the event loop (:func:`relaykit.sealing.seal`, ``unseal``). A provider
+        not installed here fails at once, without I/O: that too may run on the loop."""
+        provider = self._providers.get(key_provider)
+        return provider is None or runs_in_process(provider)
 
     @property
     def names(self) -> tuple[str, ...]:
