@@ -260,20 +260,10 @@ class KeySet:
 
     def wrap(self, data_key: bytes, associated_data: bytes) -> tuple[str, bytes]:
         name, key_id = self._current()
-        provider = self._providers.get(name)
         try:
-            if provider is None:
-                raise KeyUnavailable(
-                    f"the primary key belongs to key provider {name!r}, which is not installed here"
-                )
-            try:
-                wrapped = provider.wrap(key_id, data_key, associated_data)
-            except (KeyUnavailable, CredentialsUnreadable):
-                raise
-            except Exception as exc:
-                raise KeyUnavailable(
-                    f"key provider {name} failed to wrap: {type(exc).__name__}"
-                ) from None
+            wrapped = self._call(
+                name, "wrap", lambda provider: provider.wrap(key_id, data_key, associated_data)
+            )
         except KeyUnavailable as exc:
             self._failed_use(name, key_id, "wrap", exc)
             raise
@@ -287,18 +277,12 @@ class KeySet:
     def unwrap_from(
         self, key_provider: str, key_id: str, wrapped: bytes, associated_data: bytes
     ) -> bytes:
-        provider = self._providers.get(key_provider)
         try:
-            if provider is None:
-                raise KeyUnavailable(f"key provider {key_provider!r} is not installed here")
-            try:
-                data_key = provider.unwrap(key_id, wrapped, associated_data)
-            except (KeyUnavailable, CredentialsUnreadable):
-                raise
-            except Exception as exc:
-                raise KeyUnavailable(
-                    f"key provider {key_provider} failed to unwrap: {type(exc).__name__}"
-                ) from None
+            data_key = self._call(
+                key_provider,
+                "unwrap",
+                lambda provider: provider.unwrap(key_id, wrapped, associated_data),
+            )
         except KeyUnavailable as exc:
             if not self._is_known(key_provider, key_id):
                 raise CredentialsUnreadable(
@@ -310,6 +294,22 @@ class KeySet:
             raise
         self._good_use(key_provider, key_id)
         return data_key
+
+    def _call(self, name: str, operation: str, call: Callable[[KeyProvider], bytes]) -> bytes:
+        """``call`` on the provider named ``name``: its own two failures as they are, a
+        provider not installed here or any other exception as :class:`KeyUnavailable`
+        (the exception's type only: a plugin's message may carry anything)."""
+        provider = self._providers.get(name)
+        if provider is None:
+            raise KeyUnavailable(f"key provider {name!r} is not installed here")
+        try:
+            return call(provider)
+        except (KeyUnavailable, CredentialsUnreadable):
+            raise
+        except Exception as exc:
+            raise KeyUnavailable(
+                f"key provider {name} failed to {operation}: {type(exc).__name__}"
+            ) from None
 
     # -- failures (counted; /ready probes the failing keys again) ------------------------------
 
