@@ -232,19 +232,31 @@ class AwsKms:
                     )
         return self._client
 
+    def _kms(self, operation: str, key_id: str, **request: Any) -> Any:
+        """One KMS call (``Encrypt`` or ``Decrypt``) under ``key_id``, timed in the debug
+        log; its failure as the :class:`SealError` :func:`refusal` makes of it."""
+        started = time.perf_counter()
+        try:  # the client is made here on first use: a missing region is a refusal too
+            client = self.client
+            call = client.encrypt if operation == "Encrypt" else client.decrypt
+            answer = call(KeyId=key_id, **request)
+        except (ClientError, BotoCoreError) as exc:
+            raise refusal(exc, operation, key_id) from None
+        logger.debug(
+            "KMS %s with key %s: %.1f ms",
+            operation,
+            key_id,
+            (time.perf_counter() - started) * 1000,
+        )
+        return answer
+
     def wrap(self, key_id: str, data_key: bytes, associated_data: bytes) -> bytes:
         """KMS ``Encrypt`` of the data key under ``key_id`` with the encryption context."""
-        started = time.perf_counter()
-        try:
-            answer = self.client.encrypt(
-                KeyId=key_id,
-                Plaintext=data_key,
-                EncryptionContext=encryption_context(associated_data),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise refusal(exc, "Encrypt", key_id) from None
-        logger.debug(
-            "KMS Encrypt with key %s: %.1f ms", key_id, (time.perf_counter() - started) * 1000
+        answer = self._kms(
+            "Encrypt",
+            key_id,
+            Plaintext=data_key,
+            EncryptionContext=encryption_context(associated_data),
         )
         return bytes(answer["CiphertextBlob"])
 
@@ -261,17 +273,11 @@ class AwsKms:
         cached = self.cache.get(cached_under)
         if cached is not None:
             return cached
-        started = time.perf_counter()
-        try:
-            answer = self.client.decrypt(
-                CiphertextBlob=wrapped,
-                KeyId=key_id,
-                EncryptionContext=encryption_context(associated_data),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise refusal(exc, "Decrypt", key_id) from None
-        logger.debug(
-            "KMS Decrypt with key %s: %.1f ms", key_id, (time.perf_counter() - started) * 1000
+        answer = self._kms(
+            "Decrypt",
+            key_id,
+            CiphertextBlob=wrapped,
+            EncryptionContext=encryption_context(associated_data),
         )
         data_key = bytes(answer["Plaintext"])
         self.cache.put(cached_under, data_key)
