@@ -29,6 +29,7 @@ from relaykit.ledger import OperationService
 from relaykit.plugins import RelaykitPluginManager
 from relaykit.readiness import Readiness, ReadinessProbe
 from relaykit.routing import RoutingService
+from relaykit.sessions import ConsoleSessions
 from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
 from relaykit.webhook_intake import WebhookIntake
@@ -73,6 +74,8 @@ class Services:
         self.deliveries = DeliveryAttemptService(database, catalog)
         self.operations = OperationService(database, catalog)
         self.webhooks = WebhookIntake(settings, database, catalog, key_provider)
+        #: the console's signed-in browsers (relaykit.sessions)
+        self.sessions = ConsoleSessions(database, settings.console_session_seconds)
         self._readiness = ReadinessProbe(
             database,
             key_provider,

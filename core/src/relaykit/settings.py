@@ -185,6 +185,14 @@ SETTINGS: tuple[Setting, ...] = (
         help="Days operations and their delivery attempts are kept; the worker deletes older ones.",
     ),
     Setting(
+        name="RELAYKIT_CONSOLE_SESSION_SECONDS",
+        kind=float,
+        default=28800.0,
+        doc_default="`28800` (8 hours)",
+        help="Seconds a console sign-in lasts (`/console/`); then the browser signs in again. "
+        "Revoking the token it was opened with ends it at once.",
+    ),
+    Setting(
         name="RELAYKIT_KEY_PROVIDER",
         kind=str,
         default="local",
@@ -404,6 +412,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_url: str | None = _DEFAULT["public_url"]
     webhook_tolerance: float = _DEFAULT["webhook_tolerance"]
     retention_days: float = _DEFAULT["retention_days"]
+    console_session_seconds: float = _DEFAULT["console_session_seconds"]
     key_provider: str = _DEFAULT["key_provider"]
     #: the local keyring file (``RELAYKIT_KEYRING``; unset: ``keyring.json`` in the home)
     keyring: Path = None  # type: ignore[assignment]  # filled in by __post_init__

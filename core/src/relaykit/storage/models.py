@@ -389,6 +389,35 @@ class EncryptionKey(SQLModel, table=True):
     updated_at: dt.datetime = _ts()
 
 
+class ConsoleSession(SQLModel, table=True):
+    """A browser's signed-in session on the console (relaykit_server.console.sessions).
+
+    The cookie carries a random secret; only its SHA-256 is stored, so a copy of the
+    database signs nobody in. A session stands for the token it was opened with: revoking
+    the token ends it, and so does deleting the token or the tenant.
+    """
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (sa.Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    #: hex SHA-256 of the cookie's secret
+    id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(26), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    token_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(26), sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    #: the synchronizer token every form of the session carries
+    csrf_token: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    created_at: dt.datetime = _ts()
+    expires_at: dt.datetime = _ts()
+
+
 tenants = Tenant.__table__  # type: ignore[attr-defined]
 api_tokens = ApiToken.__table__  # type: ignore[attr-defined]
 integrations = Integration.__table__  # type: ignore[attr-defined]
@@ -399,4 +428,5 @@ webhook_events = WebhookEvent.__table__  # type: ignore[attr-defined]
 audit_events = AuditEvent.__table__  # type: ignore[attr-defined]
 worker_heartbeats = WorkerHeartbeat.__table__  # type: ignore[attr-defined]
 encryption_keys = EncryptionKey.__table__  # type: ignore[attr-defined]
+console_sessions = ConsoleSession.__table__  # type: ignore[attr-defined]
 metadata = SQLModel.metadata
