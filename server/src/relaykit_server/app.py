@@ -20,6 +20,7 @@ from relaykit.services import Services
 from relaykit.settings import Settings
 from relaykit_server import observability
 from relaykit_server.auth import BearerTokenMiddleware
+from relaykit_server.console import console_routes, template_config
 from relaykit_server.controllers.audit import AuditEventsController, IntegrationEventsController
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
@@ -92,7 +93,8 @@ def create_app(
         security=[{"bearer": []}],
     )
     app = Litestar(
-        route_handlers=[api, health, ready, receive_webhook, metrics_endpoint],
+        route_handlers=[api, health, ready, receive_webhook, metrics_endpoint, *console_routes()],
+        template_config=template_config(),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
