@@ -371,6 +371,29 @@ SETTINGS: tuple[Setting, ...] = (
         help="An administrative PostgreSQL URL (`scripts/postgres` prints one): each test gets "
         "a fresh database on that server, dropped after it.",
     ),
+    Setting(
+        name="RELAYKIT_CHROMIUM",
+        kind=str,
+        default="/usr/bin/chromium",
+        group="tests",
+        help="The Chromium the browser tests (tox env `browser`) drive: Debian's `chromium`.",
+    ),
+    Setting(
+        name="RELAYKIT_CHROMEDRIVER",
+        kind=str,
+        default="/usr/bin/chromedriver",
+        group="tests",
+        help="The ChromeDriver that drives it: Debian's `chromium-driver`.",
+    ),
+    Setting(
+        name="RELAYKIT_SCREENSHOTS",
+        kind=str,
+        default=None,
+        group="tests",
+        doc_default="`screenshots` in tox's work folder (`tests/browser/screenshots` outside tox)",
+        help="Where the browser tests keep a screenshot of every page they visit, and the "
+        "screenshot and HTML of a page where a test failed.",
+    ),
 )
 
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
