@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 from litestar import Router
-from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.static_files import create_static_files_router

@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from relaykit.errors import ConflictError, NotFoundError, RelaykitError, ValidationError
@@ -323,7 +324,7 @@ class ConsolePages(Controller):
 
     @get("/providers/{provider_name:str}/configure")
     async def configure_page(
-        self, request: Request[Any, Any, Any], provider_name: str
+        self, request: Request[Any, Any, Any], provider_name: FromPath[str]
     ) -> Response[Any]:
         session = _session(request)
         services = _services(request)
@@ -365,7 +366,9 @@ class ConsolePages(Controller):
         return page
 
     @post("/providers/{provider_name:str}/configure", status_code=303)
-    async def configure(self, request: Request[Any, Any, Any], provider_name: str) -> Response[Any]:
+    async def configure(
+        self, request: Request[Any, Any, Any], provider_name: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         form = await _checked_form(request, session.csrf_token)
         services = _services(request)
@@ -402,7 +405,9 @@ class ConsolePages(Controller):
     # one integration ----------------------------------------------------------------------------
 
     @get("/integrations/{integration_id:str}")
-    async def integration(self, request: Request[Any, Any, Any], integration_id: str) -> Template:
+    async def integration(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Template:
         session = _session(request)
         return await self._integration_page(request, session, integration_id)
 
@@ -451,7 +456,7 @@ class ConsolePages(Controller):
 
     @get("/integrations/{integration_id:str}/status")
     async def integration_status(
-        self, request: Request[Any, Any, Any], integration_id: str
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
     ) -> Response[Any]:
         """The status the integration page polls while it is ``pending_verify`` (JSON)."""
         session = session_of(request.scope.get("user"))
@@ -461,7 +466,9 @@ class ConsolePages(Controller):
         return Response({"status": view.status, "message": _status_message(view)})
 
     @get("/integrations/{integration_id:str}/edit")
-    async def edit_page(self, request: Request[Any, Any, Any], integration_id: str) -> Template:
+    async def edit_page(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Template:
         session = _session(request)
         services = _services(request)
         view = await services.integrations.get(session.tenant_id, integration_id)
@@ -513,7 +520,9 @@ class ConsolePages(Controller):
         return page
 
     @post("/integrations/{integration_id:str}/edit", status_code=303)
-    async def edit(self, request: Request[Any, Any, Any], integration_id: str) -> Response[Any]:
+    async def edit(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         form = await _checked_form(request, session.csrf_token)
         services = _services(request)
@@ -560,7 +569,9 @@ class ConsolePages(Controller):
         return _see(f"{BASE}/integrations/{view.id}", "updated")
 
     @post("/integrations/{integration_id:str}/activate", status_code=303)
-    async def activate(self, request: Request[Any, Any, Any], integration_id: str) -> Response[Any]:
+    async def activate(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         await _checked_form(request, session.csrf_token)
         try:
@@ -587,15 +598,21 @@ class ConsolePages(Controller):
         )
 
     @get("/integrations/{integration_id:str}/disable")
-    async def disable_page(self, request: Request[Any, Any, Any], integration_id: str) -> Template:
+    async def disable_page(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Template:
         return await self._confirm_page(request, integration_id, "disable")
 
     @get("/integrations/{integration_id:str}/delete")
-    async def delete_page(self, request: Request[Any, Any, Any], integration_id: str) -> Template:
+    async def delete_page(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Template:
         return await self._confirm_page(request, integration_id, "delete")
 
     @post("/integrations/{integration_id:str}/disable", status_code=303)
-    async def disable(self, request: Request[Any, Any, Any], integration_id: str) -> Response[Any]:
+    async def disable(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         await _checked_form(request, session.csrf_token)
         try:
@@ -607,7 +624,9 @@ class ConsolePages(Controller):
         return _see(f"{BASE}/integrations/{integration_id}", "disabled")
 
     @post("/integrations/{integration_id:str}/delete", status_code=303)
-    async def delete(self, request: Request[Any, Any, Any], integration_id: str) -> Response[Any]:
+    async def delete(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         await _checked_form(request, session.csrf_token)
         try:
@@ -730,7 +749,9 @@ class ConsolePages(Controller):
         return _see(f"{BASE}/routing", "rule-created")
 
     @post("/routing/{rule_id:str}", status_code=303)
-    async def update_rule(self, request: Request[Any, Any, Any], rule_id: str) -> Response[Any]:
+    async def update_rule(
+        self, request: Request[Any, Any, Any], rule_id: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         form = await _checked_form(request, session.csrf_token)
         body = self._rule_body(form, with_capability=False)
@@ -753,13 +774,17 @@ class ConsolePages(Controller):
         return _see(f"{BASE}/routing", "rule-updated")
 
     @get("/routing/{rule_id:str}/delete")
-    async def delete_rule_page(self, request: Request[Any, Any, Any], rule_id: str) -> Template:
+    async def delete_rule_page(
+        self, request: Request[Any, Any, Any], rule_id: FromPath[str]
+    ) -> Template:
         session = _session(request)
         rule = await _services(request).routing.get(session.tenant_id, rule_id)
         return _page(request, "confirm_rule.html", title="Delete routing rule", rule=rule)
 
     @post("/routing/{rule_id:str}/delete", status_code=303)
-    async def delete_rule(self, request: Request[Any, Any, Any], rule_id: str) -> Response[Any]:
+    async def delete_rule(
+        self, request: Request[Any, Any, Any], rule_id: FromPath[str]
+    ) -> Response[Any]:
         session = _session(request)
         await _checked_form(request, session.csrf_token)
         await _services(request).routing.delete(session.tenant_id, rule_id)
