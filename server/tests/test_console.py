@@ -346,6 +346,7 @@ async def test_every_page_carries_the_security_headers_and_no_inline_script(
         "/console/routing",
         "/console/delivery-attempts",
         "/console/integrations/01hwnothere0000000000000000",
+        "/console/no/such/page",
     ]
     for path in pages:
         answer = await visitor.get(path)

@@ -839,6 +839,15 @@ class ConsolePages(Controller):
         )
 
 
+    # anything else ------------------------------------------------------------------------------
+
+    @get("/{rest:path}")
+    async def unknown(self, request: Request[Any, Any, Any], rest: FromPath[str]) -> Template:
+        """A console path no page has: a page saying so (the API's 404 is JSON)."""
+        _session(request)
+        raise NotFoundError("There is no such page in the console.")
+
+
 # -- errors as pages ----------------------------------------------------------------------------
 
 
