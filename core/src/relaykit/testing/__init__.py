@@ -17,27 +17,66 @@
   refusals as ``CredentialsUnreadable`` or ``KeyUnavailable``, rotation, threads, secrecy.
 """
 
-from relaykit.testing.contract import VerifierContractTests
-from relaykit.testing.http import (
-    basic_auth,
-    closed_port_url,
-    recording,
-    run_handler,
-    run_recorded,
-    run_verification,
-    silent_server,
-)
-from relaykit.testing.key_provider_contract import KeyProviderContractTests
-from relaykit.testing.operation_contract import (
-    OperationContractTests,
-    OperationRefusalTests,
-    OperationSecretTests,
-    OperationSuccessTests,
-    OperationThrottlingTests,
-    OperationTransportTests,
-)
-from relaykit.testing.provider_contract import ProviderContractTests
-from relaykit.testing.webhook_contract import WebhookContractTests
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relaykit.testing.contract import VerifierContractTests
+    from relaykit.testing.http import (
+        basic_auth,
+        closed_port_url,
+        recording,
+        run_handler,
+        run_recorded,
+        run_verification,
+        silent_server,
+    )
+    from relaykit.testing.key_provider_contract import KeyProviderContractTests
+    from relaykit.testing.operation_contract import (
+        OperationContractTests,
+        OperationRefusalTests,
+        OperationSecretTests,
+        OperationSuccessTests,
+        OperationThrottlingTests,
+        OperationTransportTests,
+    )
+    from relaykit.testing.provider_contract import ProviderContractTests
+    from relaykit.testing.webhook_contract import WebhookContractTests
+
+#: where each name lives. Imported on first use (PEP 562), so that the helpers that need no
+#: pytest (``relaykit.testing.standin``, ``.http``, ``.databases``: the benchmarks use them)
+#: import without it; the contract classes import pytest.
+_HOMES = {
+    "VerifierContractTests": "contract",
+    "basic_auth": "http",
+    "closed_port_url": "http",
+    "recording": "http",
+    "run_handler": "http",
+    "run_recorded": "http",
+    "run_verification": "http",
+    "silent_server": "http",
+    "KeyProviderContractTests": "key_provider_contract",
+    "OperationContractTests": "operation_contract",
+    "OperationRefusalTests": "operation_contract",
+    "OperationSecretTests": "operation_contract",
+    "OperationSuccessTests": "operation_contract",
+    "OperationThrottlingTests": "operation_contract",
+    "OperationTransportTests": "operation_contract",
+    "ProviderContractTests": "provider_contract",
+    "WebhookContractTests": "webhook_contract",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'relaykit.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"relaykit.testing.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "KeyProviderContractTests",
