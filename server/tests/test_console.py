@@ -8,6 +8,7 @@ escaped, what never appears, what each form sends to the API's services.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,12 +21,14 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
-from relaykit import Provider, VerificationResult, hookimpl
+from relaykit import CredentialField, Provider, VerificationResult, hookimpl
 from relaykit import tenants as store
 from relaykit.dispatch import open_sealed
 from relaykit.plugins import RelaykitPluginManager, make_plugin_manager
 from relaykit.settings import Settings
+from relaykit.storage.database import open_database
 from relaykit.storage.models import audit_events, console_sessions, integrations
+from relaykit_server import create_app
 
 from .conftest import MESSAGING, PAYMENTS, Api, TestProviders
 
@@ -786,3 +789,287 @@ async def test_bad_requests_get_pages_not_tracebacks(console: Console, tmp_path:
         "/console/providers/textly/configure", textly_form(**{"meta-rows": "99999999999"})
     )
     assert many.status_code == 303
+
+
+# -- what the review found ----------------------------------------------------------------------
+
+
+async def test_no_capability_ticked_is_sent_as_none_not_a_server_error(console: Console) -> None:
+    visitor, tenant_id, _ = await signed_in(console)
+    await visitor.get("/console/providers/textly/configure")
+    form = textly_form()
+    del form["capability"]
+    made = await visitor.post("/console/providers/textly/configure", form)
+    assert made.status_code == 303, made.text
+    integration_id = made.headers["location"].split("/")[3].split("?")[0]
+    view = await console.api.services.integrations.get(tenant_id, integration_id)
+    assert view.enabled_capabilities == []
+    edited = await visitor.post(
+        f"/console/integrations/{integration_id}/edit",
+        {**form, "cred-auth_token": "", "capability": ["send_sms"]},
+    )
+    assert edited.status_code == 303
+    emptied = await visitor.post(
+        f"/console/integrations/{integration_id}/edit", {**form, "cred-auth_token": ""}
+    )
+    assert emptied.status_code == 303, emptied.text
+    assert (
+        await console.api.services.integrations.get(tenant_id, integration_id)
+    ).enabled_capabilities == []
+
+
+async def test_only_the_moves_the_status_allows_are_offered(console: Console) -> None:
+    visitor, tenant_id, _ = await signed_in(console)
+    evil = await configure(visitor, "evil")
+    fine = await configure(visitor)
+
+    async def settled() -> bool:
+        views = [await console.api.services.integrations.get(tenant_id, i) for i in (evil, fine)]
+        return [view.status for view in views] == ["error", "active"]
+
+    await eventually(settled)
+    failed = (await visitor.get(f"/console/integrations/{evil}")).text
+    assert ">Activate</button>" not in failed and ">Disable</a>" not in failed
+    assert "edit the integration</a> and enter the credentials again" in failed
+    active = (await visitor.get(f"/console/integrations/{fine}")).text
+    assert ">Disable</a>" in active and ">Activate</button>" not in active
+    assert (await visitor.post(f"/console/integrations/{fine}/disable", {})).status_code == 303
+    inactive = (await visitor.get(f"/console/integrations/{fine}")).text
+    assert ">Activate</button>" in inactive and ">Disable</a>" not in inactive
+
+
+async def test_behind_a_proxy_that_rewrites_host_the_forms_still_work(console: Console) -> None:
+    visitor, _, _ = await signed_in(console)
+    await visitor.get("/console/providers/textly/configure")
+    proxied = {"Origin": "https://relay.example.com", "X-Forwarded-Host": "relay.example.com"}
+    answer = await visitor.post(
+        "/console/providers/textly/configure", textly_form(), headers=proxied
+    )
+    assert answer.status_code == 303
+    # without the forwarded host, the origin is refused, with its own message
+    refused = await visitor.post(
+        "/console/routing",
+        {"capability": "send_sms", "integration_id": "x"},
+        headers={"Origin": "https://relay.example.com"},
+    )
+    assert refused.status_code == 403
+    assert "sent from another site" in refused.text
+
+
+async def test_sign_out_ends_the_session_the_request_was_signed_in_with(console: Console) -> None:
+    first, _, _ = await signed_in(console, "acme")
+    second, _, _ = await signed_in(console, "globex")
+    a = first.client.cookies["relaykit_session"]
+    b = second.client.cookies["relaykit_session"]
+    tossed = console.visitor()
+    headers = {"Cookie": f"relaykit_session={a}; relaykit_session={b}"}
+    page = await tossed.client.get("/console/", headers=headers)
+    csrf = CSRF_FIELD.search(page.text)
+    assert csrf is not None and csrf.group(1) == first.csrf  # the first cookie is the session
+    await tossed.client.post("/console/sign-out", data={"csrf_token": first.csrf}, headers=headers)
+    assert await console.api.services.sessions.find(a) is None
+    assert await console.api.services.sessions.find(b) is not None
+
+
+async def test_signing_in_again_ends_the_browsers_old_session(console: Console) -> None:
+    visitor, _, token = await signed_in(console)
+    old = visitor.client.cookies["relaykit_session"]
+    await visitor.get("/console/sign-in")  # signed in: sent on
+    visitor.client.cookies.clear()
+    visitor.client.cookies.set("relaykit_session", old)
+    visitor.client.cookies.set("relaykit_sign_in", "n" * 43)
+    answer = await visitor.post(
+        "/console/sign-in", {"token": token, "csrf_token": "n" * 43}, csrf=False
+    )
+    assert answer.status_code == 303
+    assert await console.api.services.sessions.find(old) is None
+    assert session_count(console.api) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/console/providers"),
+        ("GET", "/console/integrations"),
+        ("GET", "/console/routing/abc/x"),
+        ("GET", "/console/sign-out"),
+        ("POST", "/console/nope"),
+        ("DELETE", "/console/"),
+    ],
+)
+async def test_paths_no_console_route_takes_are_pages_with_the_headers(
+    console: Console, method: str, path: str
+) -> None:
+    visitor = console.visitor()
+    answer = await visitor.client.request(method, path, follow_redirects=False)
+    assert answer.status_code in (404, 405), answer.status_code
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"
+    # the API's own answers stay JSON
+    api = await visitor.client.request(method, "/api/v1/nope")
+    assert api.headers["content-type"].startswith("application/json")
+
+
+async def test_static_files_carry_the_headers(console: Console) -> None:
+    answer = await console.visitor().get("/console/static/console.css")
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("page", ["²", "\u0661", "1_0", "-1", "99999999999"])
+async def test_odd_page_numbers_are_refused_not_a_server_error(console: Console, page: str) -> None:
+    visitor, _, _ = await signed_in(console)
+    answer = await visitor.get("/console/delivery-attempts", params={"page": page})
+    assert answer.status_code == 422
+    assert 'id="page-error"' in answer.text
+
+
+async def test_numbers_are_ascii_digits_only(console: Console) -> None:
+    visitor, _, _ = await signed_in(console)
+    first = await configure(visitor)
+    answer = await visitor.post(
+        "/console/routing",
+        {"capability": "send_sms", "integration_id": first, "priority": "\u0661\u0662"},
+    )
+    assert answer.status_code == 422
+    assert "The priority field must be an integer." in answer.text
+
+
+async def test_metadata_errors_stay_beside_their_own_row(console: Console) -> None:
+    visitor, _, _ = await signed_in(console)
+    await visitor.get("/console/providers/textly/configure")
+    answer = await visitor.post(
+        "/console/providers/textly/configure",
+        textly_form(
+            **{
+                "meta-rows": "4",
+                "meta-key-0": "",
+                "meta-value-0": "",
+                "meta-key-1": "a",
+                "meta-value-1": "1",
+                "meta-key-2": "",
+                "meta-value-2": "orphan value",
+                "meta-key-3": "b",
+                "meta-value-3": "2",
+            }
+        ),
+    )
+    assert answer.status_code == 422
+    row = re.search(r'<input id="meta-value-2"[^>]*>', answer.text)
+    assert row is not None and 'value="orphan value"' in row.group(0)
+    assert 'id="meta-key-2-error">A value needs a key.' in answer.text
+    key = re.search(r'<input id="meta-key-2"[^>]*>', answer.text)
+    assert key is not None and 'aria-invalid="true"' in key.group(0)
+
+
+async def test_a_multi_line_metadata_value_comes_back_unchanged(console: Console) -> None:
+    visitor, tenant_id, _ = await signed_in(console)
+    integration_id = await configure(visitor)
+    await console.api.services.integrations.update(
+        tenant_id, integration_id, {"metadata": {"notes": "line one\nline two", " spaced ": "x"}}
+    )
+    edit = await visitor.get(f"/console/integrations/{integration_id}/edit")
+    # what a browser sends back for the form as shown, with one field changed
+    fields = dict(
+        re.findall(
+            r'<input id="(meta-[a-z]+-\d+)" name="[^"]+" type="text" value="([^"]*)"', edit.text
+        )
+    )
+    kinds = dict(re.findall(r'name="(meta-kind-\d+)" value="([a-z]+)"', edit.text))
+    sent = {name: html.unescape(value) for name, value in fields.items()}
+    answer = await visitor.post(
+        f"/console/integrations/{integration_id}/edit",
+        {
+            **textly_form(**{"cred-auth_token": "", "cred-account_sid": "AC777"}),
+            "meta-rows": edit.text.split('name="meta-rows" value="')[1].split('"')[0],
+            **sent,
+            **kinds,
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    view = await console.api.services.integrations.get(tenant_id, integration_id)
+    assert view.metadata["notes"] == "line one\nline two"
+    assert view.metadata[" spaced "] == "x"
+    assert view.credentials["account_sid"] == "AC777"
+
+
+SECRET_FLAG = msgspec.structs.replace(
+    MESSAGING,
+    name="flagged",
+    display_name="Flagged",
+    credential_schema={
+        **MESSAGING.credential_schema,
+        "sandbox": CredentialField(type="boolean", sensitive=True, required=False),
+    },
+)
+
+
+async def test_a_sensitive_checkbox_is_kept_unless_a_choice_is_made(
+    settings: Settings, tmp_path: Path
+) -> None:
+    class Flagged:
+        @hookimpl
+        def relaykit_providers(self) -> list[Provider]:
+            return [SECRET_FLAG]
+
+    plugins = make_plugin_manager(load_entrypoints=False, plugins=[("flagged", Flagged())])
+    app = create_app(settings, plugin_manager=plugins)
+    async with AsyncTestClient(app=app) as client:
+        database = open_database(settings, migrate=False)
+        try:
+            console = Console(Api(client, database))
+            visitor, tenant_id, _ = await signed_in(console)
+            integration_id = await configure(visitor, "flagged", **{"cred-sandbox": "on"})
+            services = console.api.services
+
+            async def sandbox() -> Any:
+                blob = database.read_blocking(
+                    lambda conn: conn.execute(
+                        sa.select(integrations.c.sealed_credentials).where(
+                            integrations.c.id == integration_id
+                        )
+                    ).scalar_one()
+                )
+                opened = await open_sealed(
+                    services.key_provider, tenant_id, integration_id, "flagged", blob
+                )
+                return opened.get("sandbox")
+
+            assert await sandbox() is True
+            edit = await visitor.get(f"/console/integrations/{integration_id}/edit")
+            assert '<select id="cred-sandbox" name="cred-sandbox"' in edit.text
+            same = await visitor.post(
+                f"/console/integrations/{integration_id}/edit",
+                textly_form(**{"cred-auth_token": "", "cred-sandbox": ""}),
+            )
+            assert same.headers["location"].endswith("?done=unchanged")
+            assert await sandbox() is True
+            off = await visitor.post(
+                f"/console/integrations/{integration_id}/edit",
+                textly_form(**{"cred-auth_token": "", "cred-sandbox": "false"}),
+            )
+            assert off.headers["location"].endswith("?done=updated")
+            assert await sandbox() is False
+        finally:
+            database.dispose()
+
+
+async def test_an_integration_whose_provider_is_gone_is_still_listed(
+    console: Console, settings: Settings
+) -> None:
+    visitor, tenant_id, _ = await signed_in(console)
+    integration_id = await configure(visitor, "chatter")
+    # the same database, served by an app without that provider's plugin
+    plugins = make_plugin_manager(load_entrypoints=False, plugins=[("evil", EvilProviders())])
+    app = create_app(settings, plugin_manager=plugins)
+    async with AsyncTestClient(app=app) as client:
+        other = Visitor(client)
+        _, token = console.tenant("initech")
+        del token
+        other.client.cookies.set("relaykit_session", visitor.client.cookies["relaykit_session"])
+        page = await other.get("/console/")
+        assert f'href="/console/integrations/{integration_id}"' in page.text
+        assert "Integrations of providers not installed" in page.text
+        detail = await other.get(f"/console/integrations/{integration_id}")
+        assert detail.status_code == 200 and "is not installed on this server" in detail.text
+    assert tenant_id

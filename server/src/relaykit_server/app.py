@@ -20,7 +20,7 @@ from relaykit.services import Services
 from relaykit.settings import Settings
 from relaykit_server import observability
 from relaykit_server.auth import BearerTokenMiddleware
-from relaykit_server.console import console_routes, template_config
+from relaykit_server.console import console_aware, console_routes, template_config
 from relaykit_server.controllers.audit import AuditEventsController, IntegrationEventsController
 from relaykit_server.controllers.integrations import IntegrationsController
 from relaykit_server.controllers.providers import ProvidersController
@@ -96,7 +96,10 @@ def create_app(
         route_handlers=[api, health, ready, receive_webhook, metrics_endpoint, *console_routes()],
         template_config=template_config(),
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
+        # a console path answers with a page, an API path in the envelope
+        exception_handlers={
+            kind: console_aware(handler) for kind, handler in EXCEPTION_HANDLERS.items()
+        },
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="relaykit",

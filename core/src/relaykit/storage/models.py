@@ -398,7 +398,12 @@ class ConsoleSession(SQLModel, table=True):
     """
 
     __tablename__ = "console_sessions"
-    __table_args__ = (sa.Index("ix_console_sessions_expires_at", "expires_at"),)
+    __table_args__ = (
+        sa.Index("ix_console_sessions_expires_at", "expires_at"),
+        # the cascades from a deleted token or tenant find their sessions by these
+        sa.Index("ix_console_sessions_token_id", "token_id"),
+        sa.Index("ix_console_sessions_tenant_id", "tenant_id"),
+    )
 
     #: hex SHA-256 of the cookie's secret
     id: str = Field(primary_key=True, max_length=64)

@@ -8,20 +8,21 @@ templates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from litestar import Router
-from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar import Request, Response, Router
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from relaykit.errors import RelaykitError
 from relaykit_server.console.pages import BASE, ConsolePages, error_page
-from relaykit_server.console.session import ConsoleMiddleware
+from relaykit_server.console.session import ConsoleMiddleware, SecurityHeaders
 
 HERE = Path(__file__).parent
 
@@ -39,11 +40,27 @@ def template_config() -> TemplateConfig[Any]:
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 
+def is_console_path(path: str) -> bool:
+    return path == BASE or path.startswith(f"{BASE}/")
+
+
+def console_aware(handler: Callable[[Request[Any, Any, Any], Exception], Response[Any]]) -> Any:
+    """An app-level exception handler that answers a console path with a page: the 404s and
+    405s no console route matched, and failures before one ran, reach only these."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        if is_console_path(request.url.path):
+            return error_page(request, exc)
+        return handler(request, exc)
+
+    return handle
+
+
 def console_routes() -> list[Router]:
     pages = Router(
         path="/",
         route_handlers=[ConsolePages],
-        middleware=[DefineMiddleware(ConsoleMiddleware)],
+        middleware=[DefineMiddleware(SecurityHeaders), DefineMiddleware(ConsoleMiddleware)],
         exception_handlers={
             RelaykitError: error_page,
             HTTPException: error_page,
@@ -56,5 +73,6 @@ def console_routes() -> list[Router]:
         directories=[HERE / "static"],
         include_in_schema=False,
         name="console-static",
+        middleware=[DefineMiddleware(SecurityHeaders)],
     )
     return [pages, static]

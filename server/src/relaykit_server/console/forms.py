@@ -24,6 +24,7 @@ Decisions (docs/console.md):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +33,12 @@ import msgspec
 from relaykit.providers import CredentialField, Provider
 from relaykit.validation import RESERVED_METADATA_KEY
 
-#: The most metadata rows one form may carry (a form can't be made to loop for long).
-MAX_METADATA_ROWS = 200
+#: The most metadata rows one form may carry (a form can't be made to loop for long). More
+#: than the API's metadata limit (16 KB) can hold keys, so every stored key has its row.
+MAX_METADATA_ROWS = 4096
+#: An integer as the console takes one: ASCII digits, an optional sign (``int()`` alone
+#: would take "١٢" and "1_2").
+INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 #: Empty rows the form offers for new metadata keys.
 SPARE_METADATA_ROWS = 2
 
@@ -45,7 +50,8 @@ class Field(msgspec.Struct, frozen=True):
     #: the HTML id and form name (``cred-<name>``)
     key: str
     label: str
-    #: ``text``, ``password``, ``number`` or ``checkbox``
+    #: ``text``, ``password``, ``number``, ``checkbox``, or ``keep-or-set`` (a sensitive
+    #: boolean on edit: its stored value can't be shown, so it is kept unless a choice is made)
     input_type: str
     required: bool
     sensitive: bool
@@ -53,8 +59,6 @@ class Field(msgspec.Struct, frozen=True):
     #: what the input shows (never a sensitive field's value)
     value: str
     checked: bool
-    #: on edit: whether a value is stored (sensitive fields only say so)
-    stored: bool
     pattern_hint: str | None
 
 
@@ -74,9 +78,9 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _input_type(spec: CredentialField) -> str:
+def _input_type(spec: CredentialField, editing: bool) -> str:
     if spec.type == "boolean":
-        return "checkbox"
+        return "keep-or-set" if spec.sensitive and editing else "checkbox"
     if spec.sensitive:
         return "password"
     if spec.type == "integer":
@@ -109,29 +113,27 @@ def credential_fields(
                 name=name,
                 key=key,
                 label=_label(name),
-                input_type=_input_type(spec),
+                input_type=_input_type(spec, editing=current is not None),
                 required=spec.required,
                 sensitive=spec.sensitive,
                 description=spec.description,
                 value=shown,
                 checked=checked,
-                stored=current is not None and spec.sensitive and name in current,
                 pattern_hint=spec.pattern,
             )
         )
     return fields
 
 
-def _typed(spec: CredentialField, raw: str | None) -> Any:
-    """A form value as the API takes it (see the module's decisions)."""
+def _typed(spec: CredentialField, raw: str | None, *, editing: bool = False) -> Any:
+    """A form value as the API takes it (see the module's decisions); ``""`` is "nothing"."""
     if spec.type == "boolean":
+        if spec.sensitive and editing:  # keep-or-set: "", "true" or "false"
+            return {"true": True, "false": False}.get(raw or "", "")
         return raw is not None
     text = (raw or "").strip()
-    if spec.type == "integer" and text:
-        try:
-            return int(text)
-        except ValueError:
-            return text
+    if spec.type == "integer" and INTEGER.fullmatch(text):
+        return int(text)
     return text
 
 
@@ -166,12 +168,12 @@ def update_body(
     for name, spec in provider.credential_schema.items():
         key = field_key(name)
         if spec.sensitive:
-            if not spec.required and form.get(f"clear-{name}") is not None:
-                credentials[name] = None
-                continue
-            value = _typed(spec, form.get(key))
-            if value != "":  # blank keeps the stored value
+            value = _typed(spec, form.get(key), editing=True)
+            if value != "":  # a value typed replaces the stored one, even if "remove" is ticked
                 credentials[name] = value
+            elif not spec.required and form.get(f"clear-{name}") is not None:
+                credentials[name] = None
+            # else: blank keeps the stored value
             continue
         value = _typed(spec, form.get(key))
         if value == "" and not spec.required:
@@ -197,7 +199,9 @@ def metadata_rows(metadata: Mapping[str, Any] | None) -> list[MetadataRow]:
     for key, value in (metadata or {}).items():
         if key == RESERVED_METADATA_KEY:
             continue
-        if isinstance(value, str):
+        # a text input keeps no line break: such a string is shown as JSON, so it comes
+        # back as it was
+        if isinstance(value, str) and "\n" not in value and "\r" not in value:
             rows.append(MetadataRow(len(rows), key, value, "text"))
         else:
             rows.append(MetadataRow(len(rows), key, json.dumps(value), "json"))
@@ -207,14 +211,16 @@ def metadata_rows(metadata: Mapping[str, Any] | None) -> list[MetadataRow]:
 
 
 def sent_metadata_rows(form: Mapping[str, Any]) -> list[MetadataRow]:
-    """The rows as sent (a form shown again with its errors), with spare rows."""
+    """The rows as sent (a form shown again with its errors), each at its own index (the
+    errors of :func:`metadata_from` name rows by it), then spare rows."""
     rows: list[MetadataRow] = []
     for index in range(_row_count(form)):
         key = str(form.get(f"meta-key-{index}") or "")
         value = str(form.get(f"meta-value-{index}") or "")
         kind = "json" if form.get(f"meta-kind-{index}") == "json" else "text"
-        if key or value:
-            rows.append(MetadataRow(len(rows), key, value, kind))
+        rows.append(MetadataRow(index, key, value, kind))
+    while rows and not (rows[-1].key or rows[-1].value):
+        rows.pop()  # trailing empty rows: the spare rows below replace them
     for _ in range(SPARE_METADATA_ROWS):
         rows.append(MetadataRow(len(rows), "", "", "text"))
     return rows
@@ -234,9 +240,9 @@ def metadata_from(form: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, li
     metadata: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
     for index in range(_row_count(form)):
-        key = str(form.get(f"meta-key-{index}") or "").strip()
+        key = str(form.get(f"meta-key-{index}") or "")
         raw = str(form.get(f"meta-value-{index}") or "")
-        if not key:
+        if not key.strip():
             if raw.strip():
                 problems.setdefault(f"meta-key-{index}", []).append("A value needs a key.")
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,7 +37,13 @@ from relaykit.services import Services
 from relaykit.sessions import ConsoleSession
 from relaykit.wire import Integration, RoutingRule
 from relaykit_server.console import forms
-from relaykit_server.console.session import SESSION_COOKIE, SIGN_IN_COOKIE, session_of
+from relaykit_server.console.session import (
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    cookie,
+    session_of,
+)
 from relaykit_server.errors import EXCEPTION_HANDLERS
 from relaykit_server.state import services_of
 
@@ -60,6 +67,8 @@ NOTICES = {
 RECENT = 10
 #: Page size of the delivery attempts page.
 ATTEMPTS_PER_PAGE = 25
+#: The path of the status an integration page polls (answered in JSON, errors too).
+STATUS_PATH = re.compile(rf"{BASE}/integrations/[^/]+/status")
 #: Longest ``Authorization`` token the sign-in form takes (the API's own limit).
 MAX_TOKEN_LENGTH = 200
 
@@ -69,7 +78,11 @@ class SignInRequired(RelaykitError):
 
 
 class FormRefused(RelaykitError):
-    """A POST without the session's CSRF token, or from another origin: a 403 page."""
+    """A POST without the session's CSRF token: a 403 page."""
+
+
+class OriginRefused(RelaykitError):
+    """A POST whose ``Origin`` names another site: a 403 page."""
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -92,13 +105,23 @@ def _secure(request: Request[Any, Any, Any]) -> bool:
 
 def _same_origin(request: Request[Any, Any, Any]) -> bool:
     """Whether a POST comes from a page of this server: its ``Origin`` (when the browser
-    sends one, as every current browser does on a form post) names the request's own host.
-    The scheme is not compared: behind a proxy that ends TLS the server sees http."""
+    sends one, as every current browser does on a form post) names the host the request was
+    sent to — the ``Host`` header, the ``X-Forwarded-Host`` a proxy that rewrites ``Host``
+    adds, or the host of ``RELAYKIT_PUBLIC_URL``. (A page on another site cannot add a
+    header to the browser's form post, so none of these is the attacker's to choose.) The
+    scheme is not compared: behind a proxy that ends TLS the server sees http."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    host = request.headers.get("host")
-    return bool(host) and urlsplit(origin).netloc.lower() == str(host).lower()
+    sent_from = urlsplit(origin).netloc.lower()
+    ours = {
+        str(request.headers.get("host") or "").lower(),
+        str(request.headers.get("x-forwarded-host") or "").split(",")[0].strip().lower(),
+    }
+    public_url = _services(request).settings.public_url
+    if public_url:
+        ours.add(urlsplit(public_url).netloc.lower())
+    return bool(sent_from) and sent_from in ours
 
 
 async def _checked_form(request: Request[Any, Any, Any], expected: str | None) -> Any:
@@ -109,9 +132,10 @@ async def _checked_form(request: Request[Any, Any, Any], expected: str | None) -
         not expected
         or not isinstance(sent, str)
         or not hmac.compare_digest(sent.encode(), expected.encode())
-        or not _same_origin(request)
     ):
         raise FormRefused()
+    if not _same_origin(request):
+        raise OriginRefused()
     return form
 
 
@@ -152,6 +176,7 @@ def _safe_next(value: Any) -> str:
         and value.startswith(f"{BASE}/")
         and "//" not in value
         and "\\" not in value
+        and "/." not in value
         and all(0x20 < ord(c) < 0x7F for c in value)
     ):
         return value
@@ -204,7 +229,7 @@ def _provider(services: Services, name: str) -> Provider:
 
 
 def _capabilities(form: Any, provider: Provider) -> list[str]:
-    chosen = [value for value in form.getall("capability") if isinstance(value, str)]
+    chosen = [value for value in form.getall("capability", []) if isinstance(value, str)]
     return [name for name in provider.capabilities if name in chosen] + [
         name for name in chosen if name not in provider.capabilities
     ]
@@ -238,7 +263,10 @@ class ConsolePages(Controller):
         problem: str | None = None,
         status_code: int = 200,
     ) -> Response[Any]:
-        nonce = secrets.token_urlsafe(32)
+        # a second sign-in tab keeps the first one's nonce, so both forms stay good
+        nonce = cookie(request.scope, SIGN_IN_COOKIE) or ""
+        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", nonce):
+            nonce = secrets.token_urlsafe(32)
         page = _page(
             request,
             "sign_in.html",
@@ -263,7 +291,7 @@ class ConsolePages(Controller):
 
     @post("/sign-in", status_code=303)
     async def sign_in(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        form = await _checked_form(request, request.cookies.get(SIGN_IN_COOKIE))
+        form = await _checked_form(request, cookie(request.scope, SIGN_IN_COOKIE))
         token = form.get("token")
         token = token.strip() if isinstance(token, str) else ""
         opened = None
@@ -277,6 +305,8 @@ class ConsolePages(Controller):
                 status_code=401,
             )
         secret, session = opened
+        # a session this browser still held is over: one browser, one session
+        await _services(request).sessions.close(cookie(request.scope, SESSION_COOKIE))
         logger.info("console: token %s signed in", session.token_id)
         response = _see(_safe_next(form.get("next")))
         response.cookies.append(
@@ -284,7 +314,7 @@ class ConsolePages(Controller):
                 key=SESSION_COOKIE,
                 value=secret,
                 path=BASE,
-                max_age=int(_services(request).sessions.lifetime.total_seconds()),
+                max_age=max(1, int(_services(request).sessions.lifetime.total_seconds())),
                 httponly=True,
                 secure=_secure(request),
                 samesite="strict",
@@ -297,7 +327,8 @@ class ConsolePages(Controller):
     async def sign_out(self, request: Request[Any, Any, Any]) -> Response[Any]:
         session = _session(request)
         await _checked_form(request, session.csrf_token)
-        await _services(request).sessions.close(request.cookies.get(SESSION_COOKIE))
+        # the very session the request was signed in with (session.cookie reads it)
+        await _services(request).sessions.close(cookie(request.scope, SESSION_COOKIE))
         logger.info("console: token %s signed out", session.token_id)
         response = _see(f"{BASE}/sign-in", "signed-out")
         response.delete_cookie(SESSION_COOKIE, path=BASE)
@@ -309,9 +340,8 @@ class ConsolePages(Controller):
     async def providers(self, request: Request[Any, Any, Any]) -> Template:
         session = _session(request)
         services = _services(request)
-        configured = {
-            view.provider: view for view in await _all_integrations(services, session.tenant_id)
-        }
+        views = await _all_integrations(services, session.tenant_id)
+        configured = {view.provider: view for view in views}
         catalog = [provider.describe() for provider in services.catalog]
         return _page(
             request,
@@ -320,6 +350,7 @@ class ConsolePages(Controller):
             nav="providers",
             providers=catalog,
             configured=configured,
+            orphans=[view for view in views if services.catalog.get(view.provider) is None],
         )
 
     @get("/providers/{provider_name:str}/configure")
@@ -486,17 +517,8 @@ class ConsolePages(Controller):
         problem: str | None = None,
         status_code: int = 200,
     ) -> Template:
-        stored = {
-            name: value
-            for name, value in view.credentials.items()
-            if not provider.credential_schema.get(name) or value is not None
-        }
-        # A sensitive field is null in every view; whether one is stored is not told (the
-        # API does not say either), so the form says "leave blank to keep" for all of them.
-        for name, spec in provider.credential_schema.items():
-            if spec.sensitive:
-                stored[name] = None
-        fields = forms.credential_fields(provider, current=stored, sent=sent)
+        # A sensitive field is null in every view (the form says "leave blank to keep").
+        fields = forms.credential_fields(provider, current=view.credentials, sent=sent)
         page = _page(
             request,
             "configure.html",
@@ -717,10 +739,9 @@ class ConsolePages(Controller):
             body["capability"] = form.get("capability") or ""
         priority = str(form.get("priority") or "").strip()
         if priority:
-            try:
-                body["priority"] = int(priority)
-            except ValueError:
-                body["priority"] = priority  # the API's own message says what is wrong
+            # ASCII digits only (int() would take "١٢" or "1_2"); else the text, which the
+            # API refuses with its own message
+            body["priority"] = int(priority) if forms.INTEGER.fullmatch(priority) else priority
         elif not with_capability:
             body["priority"] = 0
         return body
@@ -804,7 +825,7 @@ class ConsolePages(Controller):
         raw_page = str(query.get("page") or "1")
         errors: dict[str, list[str]] = {}
         found = None
-        page_number = int(raw_page) if raw_page.isdigit() and len(raw_page) < 9 else 0
+        page_number = int(raw_page) if re.fullmatch(r"[0-9]{1,8}", raw_page) else 0
         if page_number < 1:
             errors["page"] = ["The page must be a positive integer."]
         else:
@@ -837,7 +858,6 @@ class ConsolePages(Controller):
             capabilities=sorted(services.catalog.contracts),
             integrations={view.id: view for view in integrations},
         )
-
 
     # anything else ------------------------------------------------------------------------------
 
@@ -876,7 +896,16 @@ def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         if request.method == "GET" and wanted not in (f"{BASE}/", BASE):
             target = f"{target}?{urlencode({'next': wanted})}"
         return Redirect(path=target, status_code=303)
-    if isinstance(exc, FormRefused):
+    if isinstance(exc, OriginRefused):
+        status, message = (
+            403,
+            (
+                "This form was refused: it was sent from another site than this console. If "
+                "relaykit is behind a proxy, the proxy must keep the Host header or send "
+                "X-Forwarded-Host, or RELAYKIT_PUBLIC_URL must name the address the browser uses."
+            ),
+        )
+    elif isinstance(exc, FormRefused):
         status, message = (
             403,
             (
@@ -891,9 +920,10 @@ def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         status, message = 403, "This action is not allowed."
     else:
         status, message = _api_answer(request, exc)
-    if request.url.path.endswith("/status") and request.method == "GET":
-        return Response({"message": message}, status_code=status)
-    return _page(
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+    if request.method == "GET" and STATUS_PATH.fullmatch(request.url.path):
+        return Response({"message": message}, status_code=status, headers=headers)
+    page = _page(
         request,
         "error.html",
         title="Not found" if status == 404 else "Something went wrong",
@@ -901,3 +931,5 @@ def error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         status=status,
         message=message,
     )
+    page.headers.update(headers)
+    return page

@@ -16,6 +16,8 @@ as the API's changes are. And it adds to every answer:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaykit.context import ACTOR, INTEGRATION_ID, TENANT_ID
@@ -43,7 +45,9 @@ _SET_HERE = frozenset(name for name, _ in SECURITY_HEADERS)
 
 
 def cookie(scope: Scope, name: str) -> str | None:
-    """The value of the request's cookie ``name`` (the first one sent), if any."""
+    """The value of the request's cookie ``name`` (the first one sent), if any. Every reader
+    of the console's cookies uses this, so a request carrying two of one name (a cookie
+    tossed in by a sibling domain) is read the same way everywhere."""
     wanted = name.encode()
     for header, value in scope["headers"]:
         if header != b"cookie":
@@ -55,21 +59,34 @@ def cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
-class ConsoleMiddleware:
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every answer of what it wraps (the console's pages
+    and its static files), replacing any the app set."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() not in _SET_HERE
-                ]
-                message = {**message, "headers": [*headers, *SECURITY_HEADERS]}
+                message = {**message, "headers": with_security_headers(message.get("headers", []))}
             await send(message)
 
+        await self.app(scope, receive, send_with_headers)
+
+
+def with_security_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    kept = [(name, value) for name, value in headers if name.lower() not in _SET_HERE]
+    return [*kept, *SECURITY_HEADERS]
+
+
+class ConsoleMiddleware:
+    """The session of the request, if any, in ``scope["user"]`` (see the module)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services = services_of(scope["app"])
         with services.request_scope():
             session = await services.sessions.find(cookie(scope, SESSION_COOKIE))
@@ -81,7 +98,7 @@ class ConsoleMiddleware:
                     INTEGRATION_ID.set(integration_id)
             scope["user"] = session
             scope["auth"] = None
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send)
 
 
 def session_of(scope_user: object) -> ConsoleSession | None:

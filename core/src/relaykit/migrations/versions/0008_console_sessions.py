@@ -41,8 +41,12 @@ def upgrade() -> None:
         sa.Column("expires_at", TIMESTAMP, nullable=False),
     )
     op.create_index("ix_console_sessions_expires_at", "console_sessions", ["expires_at"])
+    op.create_index("ix_console_sessions_token_id", "console_sessions", ["token_id"])
+    op.create_index("ix_console_sessions_tenant_id", "console_sessions", ["tenant_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_console_sessions_tenant_id", table_name="console_sessions")
+    op.drop_index("ix_console_sessions_token_id", table_name="console_sessions")
     op.drop_index("ix_console_sessions_expires_at", table_name="console_sessions")
     op.drop_table("console_sessions")
