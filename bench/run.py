@@ -348,6 +348,23 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(len(values) * q))]
 
 
+def commit() -> str:
+    """The commit measured (``+ changes`` when the work tree differs from it), or
+    ``unknown`` outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(HERE), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} + changes" if dirty else head
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default=str(HERE / "results.json"))
@@ -360,6 +377,7 @@ def main() -> int:
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         ),
+        "commit": commit(),
     }
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -517,7 +535,8 @@ def main() -> int:
         (f"list p50 at {args.scale:,} ÷ at 100", results["scale"]["ratio"], "≤ 1.5"),
         (f"server RSS at {args.scale:,} (MB)", results["scale"]["large"]["rss_mb"], ""),
     ]
-    print(f"ceiling: {results['ceiling_rps']} requests/s; {results['machine']}")
+    print(f"commit {results['commit']}; {results['machine']}")
+    print(f"ceiling: {results['ceiling_rps']} requests/s")
     for name, value, target in table:
         print(f"{name:<36} {value:>10}   {target}")
     print(f"written to {args.output}")
