@@ -34,7 +34,7 @@ from selenium.webdriver.support.select import Select
 from relaykit.testing.standin import StandIn, StandInRequest, stand_in
 
 from ..conftest import cli_env, pip_install_into, run_cli, start_server, stop_server
-from .conftest import Console, shot, wait
+from .conftest import LEFT_THE_DOCUMENT, Console, page_replaced, shot, wait
 
 #: How long an integration may take to be verified in these tests (the brief: ~20 s).
 VERIFY_TIMEOUT = 20.0
@@ -57,28 +57,7 @@ def loaded(driver: WebDriver, timeout: float = 10) -> None:
     )
 
 
-#: What chromedriver (156) sometimes answers, instead of "stale element reference", when
-#: asked about an element of a page the browser has just left: the node is not in the
-#: document now shown. Selenium's ``staleness_of`` lets it through as an error.
-LEFT_THE_DOCUMENT = "does not belong to the document"
-
-
-def gone(element: WebElement) -> Any:
-    """A wait condition: ``element``'s page has been replaced (``staleness_of``, with
-    chromedriver's other way of saying so)."""
-
-    def check(_driver: WebDriver) -> bool:
-        try:
-            element.is_enabled()
-        except StaleElementReferenceException:
-            return True
-        except WebDriverException as error:
-            if LEFT_THE_DOCUMENT in str(error.msg):
-                return True
-            raise
-        return False
-
-    return check
+gone = page_replaced
 
 
 def follow(driver: WebDriver, element: WebElement, timeout: float = 10) -> None:

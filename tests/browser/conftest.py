@@ -341,11 +341,36 @@ def shared_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
         yield running
 
 
+#: What chromedriver (156) sometimes answers, instead of "stale element reference", when
+#: asked about an element of a page the browser has just left: the node is not in the
+#: document now shown. Selenium's ``staleness_of`` lets it through as an error.
+LEFT_THE_DOCUMENT = "does not belong to the document"
+
+
+def page_replaced(element: Any) -> Any:
+    """A wait condition: ``element``'s page has been replaced (``staleness_of``, with
+    chromedriver's other way of saying so, which ``staleness_of`` lets through as an
+    error about one time in three)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def check(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if LEFT_THE_DOCUMENT in str(error.msg):
+                return True
+            raise
+        return False
+
+    return check
+
+
 def sign_in(driver: WebDriver, base_url: str, token: str, *, timeout: float = 10) -> None:
     """Open the console's sign-in page, submit ``token``, and wait for the page that follows
     to load (wherever it is: a test checks where it landed)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(f"{base_url}/console/sign-in")
@@ -354,7 +379,7 @@ def sign_in(driver: WebDriver, base_url: str, token: str, *, timeout: float = 10
     field.send_keys(token)
     button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
     button.click()
-    WebDriverWait(driver, timeout).until(ec.staleness_of(button))
+    WebDriverWait(driver, timeout).until(page_replaced(button))
     WebDriverWait(driver, timeout).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )

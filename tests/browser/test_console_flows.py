@@ -519,7 +519,7 @@ def test_a_scaffolded_provider_gets_its_own_form_and_no_console_change(
         assert credential_input(browser, "api_key") == {
             "type": "password",
             "value": "",
-            "label": "Api key",
+            "label": "API key",
         }
         assert credential_input(browser, "sender")["type"] == "text"
         assert credential_input(browser, "webhook_secret")["type"] == "password"

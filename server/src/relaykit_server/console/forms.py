@@ -74,8 +74,17 @@ def field_key(name: str) -> str:
     return f"cred-{name}"
 
 
+#: Words a field name spells in lower case that people write in capitals.
+_ACRONYMS = frozenset({"api", "id", "sid", "url", "uri", "sms", "ip", "kms", "otp", "pin"})
+
+
 def _label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    """``api_key`` → "API key", ``from_number`` → "From number"."""
+    words = [word.upper() if word in _ACRONYMS else word for word in name.split("_") if word]
+    if not words:
+        return name
+    first = words[0]
+    return " ".join([first[:1].upper() + first[1:], *words[1:]])
 
 
 def _input_type(spec: CredentialField, editing: bool) -> str:
