@@ -23,7 +23,9 @@
       })
       .then(function (body) {
         if (body && body.status && body.status !== status.dataset.status) {
-          window.location.reload(); /* the page for the new status: its buttons, its message */
+          /* the page for the new status (its buttons, its message), without the notice of
+             the change that led here, which no longer describes the page */
+          window.location.replace(window.location.pathname);
           return;
         }
         delay = body ? 1000 : Math.min(delay * 2, 10000);
