@@ -19,7 +19,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -590,19 +590,38 @@ class ConsolePages(Controller):
             )
         return _see(f"{BASE}/integrations/{view.id}", "updated")
 
-    @post("/integrations/{integration_id:str}/activate", status_code=303)
-    async def activate(
-        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    async def _move(
+        self,
+        request: Request[Any, Any, Any],
+        integration_id: str,
+        change: Callable[[str, str], Awaitable[Any]],
+        *,
+        then: str,
+        done: str,
     ) -> Response[Any]:
+        """Activate, disable or delete (``change``, the service's own) from a form; a move
+        the status forbids is the API's 409, shown on the integration's page."""
         session = _session(request)
         await _checked_form(request, session.csrf_token)
         try:
-            await _services(request).integrations.activate(session.tenant_id, integration_id)
+            await change(session.tenant_id, integration_id)
         except ConflictError as exc:
             return await self._integration_page(
                 request, session, integration_id, problem=str(exc), status_code=409
             )
-        return _see(f"{BASE}/integrations/{integration_id}", "activated")
+        return _see(then, done)
+
+    @post("/integrations/{integration_id:str}/activate", status_code=303)
+    async def activate(
+        self, request: Request[Any, Any, Any], integration_id: FromPath[str]
+    ) -> Response[Any]:
+        return await self._move(
+            request,
+            integration_id,
+            _services(request).integrations.activate,
+            then=f"{BASE}/integrations/{integration_id}",
+            done="activated",
+        )
 
     async def _confirm_page(
         self, request: Request[Any, Any, Any], integration_id: str, action: str
@@ -635,29 +654,25 @@ class ConsolePages(Controller):
     async def disable(
         self, request: Request[Any, Any, Any], integration_id: FromPath[str]
     ) -> Response[Any]:
-        session = _session(request)
-        await _checked_form(request, session.csrf_token)
-        try:
-            await _services(request).integrations.disable(session.tenant_id, integration_id)
-        except ConflictError as exc:
-            return await self._integration_page(
-                request, session, integration_id, problem=str(exc), status_code=409
-            )
-        return _see(f"{BASE}/integrations/{integration_id}", "disabled")
+        return await self._move(
+            request,
+            integration_id,
+            _services(request).integrations.disable,
+            then=f"{BASE}/integrations/{integration_id}",
+            done="disabled",
+        )
 
     @post("/integrations/{integration_id:str}/delete", status_code=303)
     async def delete(
         self, request: Request[Any, Any, Any], integration_id: FromPath[str]
     ) -> Response[Any]:
-        session = _session(request)
-        await _checked_form(request, session.csrf_token)
-        try:
-            await _services(request).integrations.delete(session.tenant_id, integration_id)
-        except ConflictError as exc:
-            return await self._integration_page(
-                request, session, integration_id, problem=str(exc), status_code=409
-            )
-        return _see(f"{BASE}/", "deleted")
+        return await self._move(
+            request,
+            integration_id,
+            _services(request).integrations.delete,
+            then=f"{BASE}/",
+            done="deleted",
+        )
 
     # routing rules ------------------------------------------------------------------------------
 
@@ -746,53 +761,50 @@ class ConsolePages(Controller):
             body["priority"] = 0
         return body
 
-    @post("/routing", status_code=303)
-    async def create_rule(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def _write_rule(
+        self,
+        request: Request[Any, Any, Any],
+        *,
+        rule_id: str | None,
+    ) -> Response[Any]:
+        """Create a rule (``rule_id`` None) or change one from its form; the API's 422 or 409
+        is the routing page again, the messages beside that form's fields."""
         session = _session(request)
         form = await _checked_form(request, session.csrf_token)
-        body = self._rule_body(form, with_capability=True)
+        body = self._rule_body(form, with_capability=rule_id is None)
+        routing = _services(request).routing
         try:
-            await _services(request).routing.create(session.tenant_id, body)
+            if rule_id is None:
+                await routing.create(session.tenant_id, body)
+            else:
+                await routing.update(session.tenant_id, rule_id, body)
         except (ValidationError, ConflictError) as exc:
+            invalid = isinstance(exc, ValidationError)
+            what = "created" if rule_id is None else "changed"
             return await self._routing_page(
                 request,
                 session,
-                form_id=f"new-{body['capability']}",
+                form_id=rule_id or f"new-{body['capability']}",
                 sent=_form_values(form),
                 errors=exc.errors if isinstance(exc, ValidationError) else None,
                 problem=(
-                    "The routing rule was not created: see the messages below."
-                    if isinstance(exc, ValidationError)
+                    f"The routing rule was not {what}: see the messages below."
+                    if invalid
                     else str(exc)
                 ),
-                status_code=422 if isinstance(exc, ValidationError) else 409,
+                status_code=422 if invalid else 409,
             )
-        return _see(f"{BASE}/routing", "rule-created")
+        return _see(f"{BASE}/routing", "rule-created" if rule_id is None else "rule-updated")
+
+    @post("/routing", status_code=303)
+    async def create_rule(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        return await self._write_rule(request, rule_id=None)
 
     @post("/routing/{rule_id:str}", status_code=303)
     async def update_rule(
         self, request: Request[Any, Any, Any], rule_id: FromPath[str]
     ) -> Response[Any]:
-        session = _session(request)
-        form = await _checked_form(request, session.csrf_token)
-        body = self._rule_body(form, with_capability=False)
-        try:
-            await _services(request).routing.update(session.tenant_id, rule_id, body)
-        except (ValidationError, ConflictError) as exc:
-            return await self._routing_page(
-                request,
-                session,
-                form_id=rule_id,
-                sent=_form_values(form),
-                errors=exc.errors if isinstance(exc, ValidationError) else None,
-                problem=(
-                    "The routing rule was not changed: see the messages below."
-                    if isinstance(exc, ValidationError)
-                    else str(exc)
-                ),
-                status_code=422 if isinstance(exc, ValidationError) else 409,
-            )
-        return _see(f"{BASE}/routing", "rule-updated")
+        return await self._write_rule(request, rule_id=rule_id)
 
     @get("/routing/{rule_id:str}/delete")
     async def delete_rule_page(
