@@ -32,6 +32,7 @@ import msgspec
 
 from relaykit.providers import CredentialField, Provider
 from relaykit.validation import RESERVED_METADATA_KEY
+from relaykit.wire import Integration
 
 #: The most metadata rows one form may carry (a form can't be made to loop for long). More
 #: than the API's metadata limit (16 KB) can hold keys, so every stored key has its row.
@@ -147,20 +148,23 @@ def _typed(spec: CredentialField, raw: str | None, *, editing: bool = False) -> 
 
 
 def create_body(
-    provider: Provider, form: Mapping[str, Any], capabilities: Sequence[str]
+    provider: Provider,
+    form: Mapping[str, Any],
+    capabilities: Sequence[str],
+    metadata: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``POST /api/v1/integrations``'s body from a configure form."""
+    """``POST /api/v1/integrations``'s body from a configure form (``metadata``: what
+    :func:`metadata_from` read from its rows)."""
     credentials: dict[str, Any] = {}
     for name, spec in provider.credential_schema.items():
         value = _typed(spec, form.get(field_key(name)))
         if value != "":
             credentials[name] = value
-    metadata, _ = metadata_from(form)
     return {
         "provider": provider.name,
         "credentials": credentials,
         "enabled_capabilities": list(capabilities),
-        "metadata": metadata,
+        "metadata": dict(metadata),
     }
 
 
@@ -168,11 +172,11 @@ def update_body(
     provider: Provider,
     form: Mapping[str, Any],
     capabilities: Sequence[str],
-    current_credentials: Mapping[str, Any],
-    current_capabilities: Sequence[str],
-    current_metadata: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    current: Integration,
 ) -> dict[str, Any]:
-    """``PATCH /api/v1/integrations/{id}``'s body from an edit form: only what changed."""
+    """``PATCH /api/v1/integrations/{id}``'s body from an edit form of ``current``: only
+    what changed (``metadata``: what :func:`metadata_from` read from its rows)."""
     credentials: dict[str, Any] = {}
     for name, spec in provider.credential_schema.items():
         key = field_key(name)
@@ -187,17 +191,16 @@ def update_body(
         value = _typed(spec, form.get(key))
         if value == "" and not spec.required:
             value = None
-        if value != current_credentials.get(name):
+        if value != current.credentials.get(name):
             credentials[name] = value
     body: dict[str, Any] = {}
     if credentials:
         body["credentials"] = credentials
-    if set(capabilities) != set(current_capabilities):
+    if set(capabilities) != set(current.enabled_capabilities):
         body["enabled_capabilities"] = list(capabilities)
-    metadata, _ = metadata_from(form)
-    own = {k: v for k, v in current_metadata.items() if k != RESERVED_METADATA_KEY}
+    own = {k: v for k, v in current.metadata.items() if k != RESERVED_METADATA_KEY}
     if metadata != own:
-        body["metadata"] = metadata
+        body["metadata"] = dict(metadata)
     return body
 
 

@@ -274,8 +274,8 @@ class ConsolePages(Controller):
             status_code=status_code,
             sign_in_nonce=nonce,
             next_path=_safe_next(next_path),
+            problem=problem,
         )
-        page.context["problem"] = problem
         page.cookies.append(
             Cookie(
                 key=SIGN_IN_COOKIE,
@@ -363,12 +363,13 @@ class ConsolePages(Controller):
         for view in await _all_integrations(services, session.tenant_id):
             if view.provider == provider.name:
                 return _see(f"{BASE}/integrations/{view.id}/edit")
-        return self._configure_form(request, provider)
+        return self._form(request, provider, None)
 
-    def _configure_form(
+    def _form(
         self,
         request: Request[Any, Any, Any],
         provider: Provider,
+        view: Integration | None,
         *,
         sent: Mapping[str, Any] | None = None,
         capabilities: Sequence[str] | None = None,
@@ -376,25 +377,43 @@ class ConsolePages(Controller):
         problem: str | None = None,
         status_code: int = 200,
     ) -> Template:
-        page = _page(
+        """The configure form (``view`` None), or the edit form of ``view``: empty, filled
+        with the stored public values, or as sent with the API's messages."""
+        if view is None:
+            title, stored, action = (
+                f"Configure {provider.display_name}",
+                None,
+                f"{BASE}/providers/{provider.name}/configure",
+            )
+            current_capabilities: Sequence[str] = provider.capabilities
+        else:
+            # a sensitive field is null in every view (the form says "leave blank to keep")
+            title, stored, action = (
+                f"Edit {view.display_name}",
+                view.credentials,
+                f"{BASE}/integrations/{view.id}/edit",
+            )
+            current_capabilities = view.enabled_capabilities
+        return _page(
             request,
             "configure.html",
-            title=f"Configure {provider.display_name}",
+            title=title,
             nav="providers",
             status_code=status_code,
             provider=provider,
-            integration=None,
-            fields=forms.credential_fields(provider, sent=sent),
+            integration=view,
+            fields=forms.credential_fields(provider, current=stored, sent=sent),
             capabilities=provider.capabilities,
-            chosen=set(provider.capabilities if capabilities is None else capabilities),
+            chosen=set(current_capabilities if capabilities is None else capabilities),
             metadata_rows=(
-                forms.sent_metadata_rows(sent) if sent is not None else forms.metadata_rows({})
+                forms.sent_metadata_rows(sent)
+                if sent is not None
+                else forms.metadata_rows(view.metadata if view is not None else {})
             ),
             errors=dict(errors or {}),
-            action=f"{BASE}/providers/{provider.name}/configure",
+            action=action,
+            problem=problem,
         )
-        page.context["problem"] = problem
-        return page
 
     @post("/providers/{provider_name:str}/configure", status_code=303)
     async def configure(
@@ -406,32 +425,48 @@ class ConsolePages(Controller):
         provider = _provider(services, provider_name)
         values = _form_values(form)
         capabilities = _capabilities(form, provider)
-        body = forms.create_body(provider, values, capabilities)
-        _, metadata_problems = forms.metadata_from(values)
+        metadata, metadata_problems = forms.metadata_from(values)
+        body = forms.create_body(provider, values, capabilities, metadata)
         try:
             if metadata_problems:
                 raise ValidationError(metadata_problems)
             view = await services.integrations.create(session.tenant_id, body)
-        except ValidationError as exc:
-            return self._configure_form(
+        except (ValidationError, ConflictError) as exc:
+            return self._refused(request, provider, None, values, capabilities, exc)
+        return _see(f"{BASE}/integrations/{view.id}", "configured")
+
+    def _refused(
+        self,
+        request: Request[Any, Any, Any],
+        provider: Provider,
+        view: Integration | None,
+        values: Mapping[str, Any],
+        capabilities: Sequence[str],
+        exc: ValidationError | ConflictError,
+    ) -> Template:
+        """The form again, as sent, after the API refused it: its 422 beside the fields, or
+        its 409 on top."""
+        if isinstance(exc, ConflictError):
+            return self._form(
                 request,
                 provider,
-                sent=values,
-                capabilities=capabilities,
-                errors=forms.field_errors(exc.errors, provider),
-                problem="The integration was not configured: see the messages below.",
-                status_code=422,
-            )
-        except ConflictError as exc:
-            return self._configure_form(
-                request,
-                provider,
+                view,
                 sent=values,
                 capabilities=capabilities,
                 problem=str(exc),
                 status_code=409,
             )
-        return _see(f"{BASE}/integrations/{view.id}", "configured")
+        not_done = "configured" if view is None else "changed"
+        return self._form(
+            request,
+            provider,
+            view,
+            sent=values,
+            capabilities=capabilities,
+            errors=forms.field_errors(exc.errors, provider),
+            problem=f"The integration was not {not_done}: see the messages below.",
+            status_code=422,
+        )
 
     # one integration ----------------------------------------------------------------------------
 
@@ -465,7 +500,7 @@ class ConsolePages(Controller):
         # whether its secret is stored can't be told now: the page says nothing of it
         with contextlib.suppress(SealError):
             webhook = await services.webhooks.describe(tenant, integration_id)
-        page = _page(
+        return _page(
             request,
             "integration.html",
             title=view.display_name,
@@ -480,10 +515,8 @@ class ConsolePages(Controller):
             events=events,
             trail=trail,
             webhook=webhook,
+            problem=problem,
         )
-        if problem is not None:
-            page.context["problem"] = problem
-        return page
 
     @get("/integrations/{integration_id:str}/status")
     async def integration_status(
@@ -503,43 +536,7 @@ class ConsolePages(Controller):
         session = _session(request)
         services = _services(request)
         view = await services.integrations.get(session.tenant_id, integration_id)
-        return self._edit_form(request, view, _provider(services, view.provider))
-
-    def _edit_form(
-        self,
-        request: Request[Any, Any, Any],
-        view: Integration,
-        provider: Provider,
-        *,
-        sent: Mapping[str, Any] | None = None,
-        capabilities: Sequence[str] | None = None,
-        errors: Mapping[str, Sequence[str]] | None = None,
-        problem: str | None = None,
-        status_code: int = 200,
-    ) -> Template:
-        # A sensitive field is null in every view (the form says "leave blank to keep").
-        fields = forms.credential_fields(provider, current=view.credentials, sent=sent)
-        page = _page(
-            request,
-            "configure.html",
-            title=f"Edit {view.display_name}",
-            nav="providers",
-            status_code=status_code,
-            provider=provider,
-            integration=view,
-            fields=fields,
-            capabilities=provider.capabilities,
-            chosen=set(view.enabled_capabilities if capabilities is None else capabilities),
-            metadata_rows=(
-                forms.sent_metadata_rows(sent)
-                if sent is not None
-                else forms.metadata_rows(view.metadata)
-            ),
-            errors=dict(errors or {}),
-            action=f"{BASE}/integrations/{view.id}/edit",
-        )
-        page.context["problem"] = problem
-        return page
+        return self._form(request, _provider(services, view.provider), view)
 
     @post("/integrations/{integration_id:str}/edit", status_code=303)
     async def edit(
@@ -552,42 +549,16 @@ class ConsolePages(Controller):
         provider = _provider(services, view.provider)
         values = _form_values(form)
         capabilities = _capabilities(form, provider)
-        body = forms.update_body(
-            provider,
-            values,
-            capabilities,
-            view.credentials,
-            view.enabled_capabilities,
-            view.metadata,
-        )
-        _, metadata_problems = forms.metadata_from(values)
+        metadata, metadata_problems = forms.metadata_from(values)
+        body = forms.update_body(provider, values, capabilities, metadata, view)
         try:
             if metadata_problems:
                 raise ValidationError(metadata_problems)
             if not body:
                 return _see(f"{BASE}/integrations/{view.id}", "unchanged")
             await services.integrations.update(session.tenant_id, integration_id, body)
-        except ValidationError as exc:
-            return self._edit_form(
-                request,
-                view,
-                provider,
-                sent=values,
-                capabilities=capabilities,
-                errors=forms.field_errors(exc.errors, provider),
-                problem="The integration was not changed: see the messages below.",
-                status_code=422,
-            )
-        except ConflictError as exc:
-            return self._edit_form(
-                request,
-                view,
-                provider,
-                sent=values,
-                capabilities=capabilities,
-                problem=str(exc),
-                status_code=409,
-            )
+        except (ValidationError, ConflictError) as exc:
+            return self._refused(request, provider, view, values, capabilities, exc)
         return _see(f"{BASE}/integrations/{view.id}", "updated")
 
     async def _move(
@@ -727,7 +698,7 @@ class ConsolePages(Controller):
             sections.append(
                 {"capability": capability, "rules": mine, "tries": tries, "choices": choices}
             )
-        page = _page(
+        return _page(
             request,
             "routing.html",
             title="Routing rules",
@@ -738,10 +709,8 @@ class ConsolePages(Controller):
             form_id=form_id,
             sent=sent or {},
             errors=dict(errors or {}),
+            problem=problem,
         )
-        if problem is not None:
-            page.context["problem"] = problem
-        return page
 
     @staticmethod
     def _rule_body(form: Any, *, with_capability: bool) -> dict[str, Any]:
