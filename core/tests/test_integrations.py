@@ -507,3 +507,32 @@ async def test_a_patch_needing_the_old_blob_while_the_key_provider_is_down_chang
         {"credentials": {"account": "b", "secret_key": "sk-9", "webhook_secret": "wh-9"}},
     )
     assert updated.status == "pending_verify" and updated.credentials["account"] == "b"
+
+
+async def test_kept_views_never_outlive_the_row_they_show(
+    world: tuple[IntegrationService, Any, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Views of raw rows are kept by the row's values: a row changed by anyone (here
+    another connection, behind the service's back) is shown as it is now, and the store
+    stays within its bound."""
+    import relaykit.integrations as module
+
+    monkeypatch.setattr(module, "VIEW_MEMO_SIZE", 1)
+    service, _keys, tenant_id = world
+    created = await service.create(tenant_id, BODY)
+    first = await service.get(tenant_id, created.id)
+    assert await service.get(tenant_id, created.id) is first  # kept
+    database.transaction_blocking(
+        lambda conn: conn.execute(
+            integrations.update()
+            .where(integrations.c.id == created.id)
+            .values(metadata={"team": "ops"})
+        )
+    )
+    changed = await service.get(tenant_id, created.id)
+    assert changed.metadata == {"team": "ops"} and first.metadata == {}
+    listed = await service.list(tenant_id)
+    assert [view.metadata for view in listed.items] == [{"team": "ops"}]
+    assert len(service._views) <= 1

@@ -53,6 +53,9 @@ from relaykit.wire import Integration
 
 logger = logging.getLogger("relaykit.integrations")
 
+#: How many integration views one service keeps (see IntegrationService._view): a few MB.
+VIEW_MEMO_SIZE = 4096
+
 T = TypeVar("T")
 
 
@@ -148,6 +151,8 @@ class IntegrationService:
         self._categories = sorted({*STANDARD_CATEGORIES, *(p.category for p in catalog)})
         # Called after a commit that leaves a row due for verification (wakes the worker).
         self._on_pending = on_pending or (lambda: None)
+        # Views already built, keyed by the row's raw values (see _view).
+        self._views: dict[tuple[Any, ...], Integration] = {}
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -471,7 +476,29 @@ class IntegrationService:
         return self._view(tuple(getattr(row, name) for name in rows.VIEW_COLUMNS))
 
     def _view(self, values: Sequence[Any]) -> Integration:
-        """The view of VIEW_COLUMNS' values, raw (Database.fetch) or typed (SQLAlchemy)."""
+        """The view of VIEW_COLUMNS' values, raw (Database.fetch) or typed (SQLAlchemy).
+
+        A view is a function of those values alone (and of the catalog, fixed for the
+        process's life), so the views of raw rows are kept, keyed by the values themselves:
+        a list or get of unchanged rows decodes and builds nothing (about a sixth of an
+        uncached list's time, docs/performance.md). A changed row has other values, so it
+        can never be shown stale; the oldest views go first past :data:`VIEW_MEMO_SIZE`.
+        The views are frozen structs; their dicts and lists are never changed by a caller.
+        """
+        if type(values) is not tuple:
+            return self._build_view(values)
+        try:
+            return self._views[values]
+        except KeyError:
+            pass
+        except TypeError:  # decoded JSON values (PostgreSQL) are dicts: not hashable
+            return self._build_view(values)
+        view = self._views[values] = self._build_view(values)
+        if len(self._views) > VIEW_MEMO_SIZE:
+            del self._views[next(iter(self._views))]
+        return view
+
+    def _build_view(self, values: Sequence[Any]) -> Integration:
         (
             integration_id,
             provider_name,
