@@ -134,6 +134,53 @@ async def test_a_failed_commit_does_not_keep_the_write_lock(database: Database) 
     assert [t.name for t in await database.read(store.list_tenants)] == ["acme"]
 
 
+async def test_transactions_started_together_share_one_commit(database: Database) -> None:
+    """Group commit (SQLite): transactions started in one turn of the loop run in one
+    SQLite transaction, each in a savepoint; one that raises loses its own work only and
+    its caller gets the error; every caller returns after the one commit."""
+    if database.dialect != "sqlite":
+        pytest.skip("group commit is SQLite's")
+    assert database._inline is not None
+    commits: list[int] = []
+    sa.event.listen(database._inline._engine, "commit", lambda conn: commits.append(1))
+
+    def create(name: str) -> Any:
+        def fn(conn: sa.Connection) -> int:
+            store.create_tenant(conn, name)
+            if name == "bad":
+                raise ValueError("refused after its insert")
+            return int(conn.exec_driver_sql("SELECT count(*) FROM tenants").scalar_one())
+
+        return fn
+
+    outcomes: dict[str, Any] = {}
+
+    async def run(name: str) -> None:
+        try:
+            outcomes[name] = await database.transaction(create(name))
+        except ValueError as error:
+            outcomes[name] = error
+
+    async with anyio.create_task_group() as group:
+        for name in ("a", "b", "bad", "c", "d"):
+            group.start_soon(run, name)
+    assert commits == [1]
+    # each saw the ones before it in the batch (one transaction); "bad" lost its insert
+    assert [outcomes[name] for name in ("a", "b", "c", "d")] == [1, 2, 3, 4]
+    assert isinstance(outcomes["bad"], ValueError)
+    other = sqlite3.connect(str(database.url.database))
+    try:
+        names = [row[0] for row in other.execute("SELECT name FROM tenants ORDER BY name")]
+    finally:
+        other.close()
+    assert names == ["a", "b", "c", "d"]
+    # a transaction alone still commits on its own, and an error in it keeps nothing
+    with pytest.raises(ValueError):
+        await database.transaction(create("bad"))
+    assert await database.transaction(create("e")) == 5
+    assert commits == [1, 1]
+
+
 async def test_cached_reads_end_at_a_commit_from_another_connection(settings: Settings) -> None:
     reader = open_database(settings)
     writer = open_database(settings, migrate=False)  # another pool: like another process

@@ -16,6 +16,7 @@ failing with "database is locked" when it tries to upgrade a read lock
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
@@ -30,7 +31,7 @@ import sqlalchemy as sa
 
 from relaykit.ids import isoformat_z
 from relaykit.settings import Settings
-from relaykit.storage.inline import InlineWriter, WriteWouldWait
+from relaykit.storage.inline import GroupCommit, InlineWriter, WriteWouldWait
 from relaykit.storage.read_cache import ReadCache, forget_scope_version, read_scope
 
 T = TypeVar("T")
@@ -75,7 +76,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
         # msgspec reads and writes the JSON columns: several times faster than the json
         # module on the list path (four JSON columns a row), and it encodes Structs.
-        kwargs["json_serializer"] = _encode_json
+        kwargs["json_serializer"] = encode_json
         kwargs["json_deserializer"] = msgspec.json.decode
         self.engine = sa.create_engine(self.url, **kwargs)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
@@ -91,6 +92,7 @@ class Database:
         # GIL passed back and forth) was more than the read's own.
         self._reads_inline = sqlite
         self._inline: InlineWriter | None = None
+        self._group: GroupCommit | None = None
         self._raw = _RawConnections(self.url.database or "") if _is_file(self.url) else None
         if sqlite:
             self._install_sqlite_hooks(self.engine)
@@ -98,11 +100,15 @@ class Database:
                 self.url,
                 connect_args={"check_same_thread": False},
                 poolclass=sa.pool.StaticPool,
-                json_serializer=_encode_json,
+                json_serializer=encode_json,
                 json_deserializer=msgspec.json.decode,
             ).execution_options(**{_WRITE_OPTION: True})
             self._install_sqlite_hooks(inline_engine, busy_timeout_ms=0)
             self._inline = InlineWriter(inline_engine, sqlite_lock)
+            self._group = GroupCommit(
+                self._inline,
+                lambda fn: anyio.to_thread.run_sync(self.transaction_blocking, fn),
+            )
         self._cache = ReadCache(self._raw.current if read_cache and self._raw is not None else None)
 
     @staticmethod
@@ -144,6 +150,11 @@ class Database:
         returns. ``fn`` runs once, here or in a worker thread."""
         forget_scope_version()  # what this request read before its own write is not current
         try:
+            if self._group is not None and _on_asyncio():
+                # with the transactions other requests start in this turn of the loop
+                return await self._group.run(
+                    (lambda conn: fn(conn, *args, **kwargs)) if args or kwargs else fn
+                )
             if self._inline is not None:
                 try:
                     return self._inline.run(
@@ -264,7 +275,8 @@ def _is_file(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
 
 
-def _encode_json(value: Any) -> str:
+def encode_json(value: Any) -> str:
+    """A JSON column's text, as the engines write it (msgspec; ``None`` is ``'null'``)."""
     return msgspec.json.encode(value).decode()
 
 
@@ -294,6 +306,15 @@ def _configure_sqlite(dbapi_connection: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _on_asyncio() -> bool:
+    """Whether this runs on an asyncio event loop (group commit needs one; not on trio)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def timestamp_text(value: Any) -> str | None:
