@@ -13,6 +13,13 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 
+def sqlite_timestamp(value: dt.datetime) -> str:
+    """An aware datetime as SQLite keeps it (see :class:`UTCDateTime`)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given for a UTC column")
+    return f"{value.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S.%f}"
+
+
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Timestamps stored in UTC and always read back timezone-aware.
 
@@ -37,10 +44,9 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given for a UTC column")
-        value = value.astimezone(dt.UTC)
         if dialect.name == "sqlite":
-            return f"{value:%Y-%m-%d %H:%M:%S.%f}"
-        return value
+            return sqlite_timestamp(value)
+        return value.astimezone(dt.UTC)
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
