@@ -8,19 +8,24 @@
   the raw body with the integration's ``api_key`` (as Stripe's, without the timestamp, so
   the runner can sign the bodies before the run), the body one JSON event.
 
-    python bench/server.py PORT
+    python bench/server.py PORT [--workers N]
+
+With ``--workers N`` (N > 1) uvicorn runs N processes, as ``relaykit serve --workers N``
+does: each imports this module (``server:make_app``, the bench folder as the app dir) and
+builds its own app with the bench providers and the ceiling route; /metrics is shared
+through ``PROMETHEUS_MULTIPROC_DIR`` as serve shares it.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from litestar import Response, get
+from litestar import Litestar, Response, get
 
 from relaykit import CredentialField, Provider, VerificationResult, hookimpl
 from relaykit.capabilities import MessageResult
@@ -37,6 +42,7 @@ from relaykit.webhooks import (
     signatures_match,
 )
 from relaykit_server import create_app
+from relaykit_server.plugin import prepare_multiprocess_metrics
 
 PROVIDER_COUNT = 25
 
@@ -130,12 +136,38 @@ def ceiling() -> Response[bytes]:
     return Response(_ceiling, media_type="application/json")
 
 
-def main() -> None:
+def make_app() -> Litestar:
+    """The bench app: relaykit's, with the bench providers and the ceiling route (the factory
+    each worker process calls with ``--workers``)."""
     settings = Settings.from_env()
     pm = make_plugin_manager(plugins=[("bench", BenchProviders())])
     app = create_app(settings, plugin_manager=pm)
     app.register(ceiling)
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": args.port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if args.workers > 1:
+        prepare_multiprocess_metrics(Settings.from_env().home)
+        uvicorn.run(
+            "server:make_app",
+            factory=True,
+            workers=args.workers,
+            app_dir=str(Path(__file__).resolve().parent),
+            **options,
+        )
+        return
+    uvicorn.run(make_app(), **options)
 
 
 if __name__ == "__main__":
