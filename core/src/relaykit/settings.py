@@ -22,6 +22,9 @@ from relaykit.errors import ConfigurationError
 KEYRING_FILE_NAME = "keyring.json"
 SQLITE_FILE_NAME = "relaykit.sqlite3"
 
+#: the most API processes ``relaykit serve`` runs (RELAYKIT_WORKERS, ``--workers``)
+MAX_WORKERS = 64
+
 #: the values of RELAYKIT_LOG_FORMAT
 LOG_FORMATS = ("text", "json")
 
@@ -139,6 +142,17 @@ SETTINGS: tuple[Setting, ...] = (
         help="Largest request body the API reads; a larger one is a 413.",
     ),
     Setting(
+        name="RELAYKIT_WORKERS",
+        kind=int,
+        default=None,
+        doc_default="the cores this process may use (its CPU affinity, fewer under a cgroup v2 "
+        "`cpu.max` quota)",
+        help="API processes `relaykit serve` runs (`--workers` on its command line wins). With "
+        "more than one, exactly one of them runs the embedded verification worker and the "
+        f"others wake it (docs/deployment.md). At most {MAX_WORKERS} (a default from more "
+        f"cores is cut to {MAX_WORKERS}).",
+    ),
+    Setting(
         name="RELAYKIT_OPERATION_TIMEOUT",
         kind=float,
         default=15.0,
@@ -231,7 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
         kind=bool,
         default=True,
         group="worker",
-        help="Run the verification worker inside `relaykit serve`.",
+        help="Run the verification worker inside `relaykit serve` (in one of its processes "
+        "when it runs several: `RELAYKIT_WORKERS`).",
     ),
     Setting(
         name="RELAYKIT_WORKER_CONCURRENCY",
@@ -292,7 +307,8 @@ SETTINGS: tuple[Setting, ...] = (
         group="worker",
         help="Seconds between a worker's heartbeats (written after a claim pass that reached "
         "the database). `/ready` fails when the worker it watches has not beaten for longer "
-        "than this: the embedded worker, or, with `RELAYKIT_EMBEDDED_WORKER` off, the "
+        "than this: the embedded worker, or, with `RELAYKIT_EMBEDDED_WORKER` off or in a "
+        "process of `relaykit serve` whose worker runs in another of its processes, the "
         "freshest of all worker processes (at least one must be alive). An idle worker "
         "passes at least every half interval, whatever `RELAYKIT_WORKER_POLL` says.",
     ),
@@ -420,6 +436,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = _DEFAULT["log_level"]
     log_format: str = _DEFAULT["log_format"]
     max_body_bytes: int = _DEFAULT["max_body_bytes"]
+    #: ``relaykit serve``'s processes (``None``: from the cores)
+    workers: int | None = _DEFAULT["workers"]
     embedded_worker: bool = _DEFAULT["embedded_worker"]
     worker_concurrency: int = _DEFAULT["worker_concurrency"]
     verify_timeout: float = _DEFAULT["verify_timeout"]
@@ -454,6 +472,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigurationError(
                 f"RELAYKIT_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
                 f"got {self.log_format!r}"
+            )
+        if self.workers is not None and self.workers > MAX_WORKERS:
+            raise ConfigurationError(
+                f"RELAYKIT_WORKERS must be at most {MAX_WORKERS}, got {self.workers}"
             )
         if self.verify_lease <= self.verify_timeout:
             raise ConfigurationError(
