@@ -12,7 +12,9 @@ key service makes its check fail, never the probe hang):
   is probed again (no credentials are touched);
 * ``worker``: the verification worker's heartbeat is fresh, i.e. its row in
   ``worker_heartbeats`` beat within ``RELAYKIT_WORKER_HEARTBEAT`` seconds: this process's own
-  worker when it runs one (``RELAYKIT_EMBEDDED_WORKER``), else any ``relaykit worker``.
+  worker when it runs one (``RELAYKIT_EMBEDDED_WORKER``), else any worker's: a ``relaykit
+  worker``, or, in a process of ``relaykit serve --workers N`` that does not hold the worker
+  lock (relaykit.worker_lock), the one another of its processes runs.
 
 A failing check carries an ``error`` for the operator: never a secret and never tenant data
 (an exception from a key provider is reduced to its type name; it may carry key material).
@@ -99,7 +101,9 @@ class ReadinessProbe:
 
     Args:
         worker_owner: the owner name of this process's worker, or ``None`` when the process
-            runs none (then any worker's fresh heartbeat will do).
+            runs none (then any worker's fresh heartbeat will do); or a function saying which
+            at each check (a process of ``serve --workers N`` runs its worker only while it
+            holds the worker lock).
         heartbeat_interval: ``RELAYKIT_WORKER_HEARTBEAT``.
     """
 
@@ -114,7 +118,7 @@ class ReadinessProbe:
         database: Database,
         key_provider: Keys,
         *,
-        worker_owner: str | None,
+        worker_owner: str | Callable[[], str | None] | None,
         heartbeat_interval: float,
     ) -> None:
         self.database = database
@@ -227,11 +231,18 @@ class ReadinessProbe:
     async def check_worker(self, now: dt.datetime | None = None) -> ReadinessCheck:
         """The heartbeat of this process's worker, or else the freshest of any worker's, is
         at most ``heartbeat_interval`` seconds old."""
-        owner = self.worker_owner
+        watched = self.worker_owner
+        owner = watched() if callable(watched) else watched
         row = await self._in_thread(self.database.read_blocking, heartbeats.latest, owner)
         if row is None:
             if owner is not None:
                 return ReadinessCheck(ok=False, error="the embedded worker has not beaten yet")
+            if callable(watched):  # a process of serve --workers N without the worker
+                return ReadinessCheck(
+                    ok=False,
+                    error="no worker has a heartbeat (the embedded worker runs in another "
+                    "process of this server and has not beaten yet)",
+                )
             return ReadinessCheck(
                 ok=False,
                 error="no worker has a heartbeat (RELAYKIT_EMBEDDED_WORKER is off: run "

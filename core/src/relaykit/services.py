@@ -4,8 +4,9 @@ nothing outside the core touches storage.
 
 ``Services.open(settings, plugin_manager)`` loads the catalog, opens (and migrates) the
 database, loads the key providers, and makes the integration, routing, dispatch, delivery
-and webhook services and, with ``RELAYKIT_EMBEDDED_WORKER`` on, a verification worker;
-:meth:`Services.aclose` releases them.
+and webhook services and, with ``RELAYKIT_EMBEDDED_WORKER`` on, a verification worker
+(:meth:`Services.run_worker` runs it; in one of the processes of ``relaykit serve --workers
+N`` only, :mod:`relaykit.worker_lock`); :meth:`Services.aclose` releases them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from relaykit.settings import Settings
 from relaykit.storage.database import Database, open_database
 from relaykit.webhook_intake import WebhookIntake
 from relaykit.worker import VerificationWorker
+from relaykit.worker_lock import RETRY_SECONDS, SharedWorker
 
 T = TypeVar("T")
 
@@ -49,6 +51,7 @@ class Services:
         key_provider: KeySet,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        shared_worker: bool = False,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -59,12 +62,24 @@ class Services:
             if settings.embedded_worker
             else None
         )
-        self.integrations = IntegrationService(
-            database,
-            catalog,
-            key_provider,
-            on_pending=self.worker.wake if self.worker is not None else None,
+        #: with ``shared_worker`` (one of ``serve``'s processes): the worker runs only while
+        #: this process holds the home's worker lock, and is woken across processes
+        self.shared_worker = (
+            SharedWorker(
+                self.worker,
+                settings.home,
+                retry=min(RETRY_SECONDS, settings.worker_heartbeat / 2),
+            )
+            if self.worker is not None and shared_worker
+            else None
         )
+        wake: Callable[[], None] | None = None
+        worker_owner: str | Callable[[], str | None] | None = None
+        if self.shared_worker is not None:  # whichever process holds the lock now
+            wake, worker_owner = self.shared_worker.wake, self.shared_worker.heartbeat_owner
+        elif self.worker is not None:
+            wake, worker_owner = self.worker.wake, self.worker.owner
+        self.integrations = IntegrationService(database, catalog, key_provider, on_pending=wake)
         self.routing = RoutingService(database, catalog)
         #: the audit trail's reads (its writes happen in each change's own transaction)
         self.audit = AuditService(database)
@@ -79,14 +94,22 @@ class Services:
         self._readiness = ReadinessProbe(
             database,
             key_provider,
-            worker_owner=self.worker.owner if self.worker is not None else None,
+            worker_owner=worker_owner,
             heartbeat_interval=settings.worker_heartbeat,
         )
 
     @classmethod
-    def open(cls, settings: Settings, plugin_manager: RelaykitPluginManager) -> Services:
+    def open(
+        cls,
+        settings: Settings,
+        plugin_manager: RelaykitPluginManager,
+        *,
+        shared_worker: bool = False,
+    ) -> Services:
         """Everything a process serving the API needs. A duplicate provider name among the
-        plugins stops here (DuplicateProviderError); a broken plugin is logged and skipped."""
+        plugins stops here (DuplicateProviderError); a broken plugin is logged and skipped.
+        ``shared_worker``: this is one of several processes of one ``relaykit serve``, which
+        run one embedded worker among them (relaykit.worker_lock)."""
         catalog = plugin_manager.catalog()
         for error in catalog.errors:
             logger.warning(
@@ -105,7 +128,7 @@ class Services:
             ", ".join(catalog.names) or "none",
             database.describe(),
         )
-        return cls(settings, catalog, database, key_provider)
+        return cls(settings, catalog, database, key_provider, shared_worker=shared_worker)
 
     @staticmethod
     def check_start(settings: Settings, plugin_manager: RelaykitPluginManager) -> None:
@@ -147,11 +170,24 @@ class Services:
         """Whether :meth:`cached` keeps anything."""
         return self._database.read_cache
 
+    async def run_worker(self) -> None:
+        """Run the embedded worker until :meth:`aclose` (the server's lifespan starts it):
+        shared, while this process holds the worker lock; else at once. Nothing to run with
+        ``RELAYKIT_EMBEDDED_WORKER`` off."""
+        if self.shared_worker is not None:
+            await self.shared_worker.run()
+        elif self.worker is not None:
+            await self.worker.run()
+
     async def aclose(self) -> None:
-        if self.worker is not None:
+        if self.shared_worker is not None:
+            self.shared_worker.stop()
+        elif self.worker is not None:
             self.worker.stop()
         await self.dispatcher.aclose()
 
     def dispose(self) -> None:
         """Close the database (after the worker has stopped)."""
+        if self.shared_worker is not None:
+            self.shared_worker.close()
         self._database.dispose()

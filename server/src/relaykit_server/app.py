@@ -45,7 +45,10 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(
-    settings: Settings | None = None, *, plugin_manager: RelaykitPluginManager | None = None
+    settings: Settings | None = None,
+    *,
+    plugin_manager: RelaykitPluginManager | None = None,
+    shared_worker: bool = False,
 ) -> Litestar:
     """Build the relaykit API.
 
@@ -53,6 +56,9 @@ def create_app(
         settings: defaults to :meth:`Settings.from_env`.
         plugin_manager: defaults to the process's manager, loaded from entry points; tests pass
             one built with ``make_plugin_manager(plugins=...)``.
+        shared_worker: this app is one of the processes of ``relaykit serve --workers N``:
+            its embedded worker runs only while the process holds the worker lock
+            (relaykit.worker_lock); alone (the default) it always runs.
     """
     settings = settings or Settings.from_env()
     # every log record of the process passes the one redaction step and carries the
@@ -62,13 +68,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # A duplicate provider name among the plugins stops the start-up here.
-        services = Services.open(settings, plugin_manager or get_plugin_manager())
+        services = Services.open(
+            settings, plugin_manager or get_plugin_manager(), shared_worker=shared_worker
+        )
         app.state.services = services
         complete_app_document(app, services.catalog)
         try:
             async with anyio.create_task_group() as group:
                 if services.worker is not None:
-                    group.start_soon(services.worker.run)
+                    group.start_soon(services.run_worker)
                 try:
                     yield
                 finally:
