@@ -115,12 +115,16 @@ class Recorder(httpx.HTTPTransport):
         return response
 
 
-def start_server(env: Mapping[str, str], log: Path, *, port: int | None = None) -> Server:
-    """``relaykit serve`` in a process of its own with ``env``, once it answers /health."""
+def start_server(
+    env: Mapping[str, str], log: Path, *, port: int | None = None, workers: int = 1
+) -> Server:
+    """``relaykit serve`` in a process of its own with ``env``, once it answers /health. One
+    API process unless a test asks for more (serve's own default is one per core, which would
+    make every test's server as many processes as the machine has cores)."""
     port = port or free_port()
     out = log.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaykit", "serve", "--port", str(port)],
+        [sys.executable, "-m", "relaykit", "serve", "--port", str(port), "--workers", str(workers)],
         env=dict(env),
         stdout=out,
         stderr=subprocess.STDOUT,
