@@ -267,3 +267,79 @@ def test_only_an_in_process_key_provider_runs_on_the_loop(tmp_path: Path) -> Non
     mixed: dict[str, Any] = {"local": local, "kms": Remote()}
     assert not runs_in_process(KeySet(mixed, primary=("local", local.default_key_id)))
     assert not runs_in_process(KeySet(mixed, primary=("kms", "kms-1")))
+
+
+def test_a_fast_statement_stores_what_sqlalchemy_would(database: Database) -> None:
+    """storage.fast.Statement on SQLite binds as SQLAlchemy does (JSON text, 'null' for
+    None, timestamps, booleans, constants of an IN), answers rowcount and fetchone, and
+    raises SQLAlchemy's errors; on PostgreSQL it is conn.execute."""
+    import datetime as dt
+
+    from relaykit.storage.fast import Statement
+    from relaykit.storage.models import integrations
+
+    tenant = database.transaction_blocking(store.create_tenant, "acme")
+    now = dt.datetime(2026, 1, 10, 8, 45, tzinfo=dt.UTC)
+
+    def values(integration_id: str, provider: str) -> dict[str, Any]:
+        return {
+            "id": integration_id,
+            "tenant_id": tenant.id,
+            "provider": provider,
+            "category": "communication",
+            "status": "active",
+            "enabled_capabilities": ["send_sms"],
+            "public_credentials": {"account": "a1"},
+            "sealed_credentials": b"\x00sealed",
+            "credentials_version": 1,
+            "metadata": {"team": "ops"},
+            "verification": None,
+            "verify_attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    insert = Statement(integrations.insert())
+    fast_id, plain_id = "01" + "a" * 24, "01" + "b" * 24
+    database.transaction_blocking(lambda conn: insert.execute(conn, values(fast_id, "one")))
+    database.transaction_blocking(
+        lambda conn: conn.execute(integrations.insert(), values(plain_id, "two"))
+    )
+    columns = [c for c in integrations.columns if c.name not in ("id", "provider")]
+
+    def raw(integration_id: str) -> tuple[Any, ...]:
+        return tuple(
+            database.fetch_blocking(
+                [
+                    (
+                        f"SELECT {', '.join(c.name for c in columns)} FROM integrations"  # noqa: S608
+                        " WHERE id = ?",
+                        (integration_id,),
+                    )
+                ]
+            )[0][0]
+        )
+
+    assert raw(fast_id) == raw(plain_id)
+    with pytest.raises(sa.exc.IntegrityError):  # the same id again: SQLAlchemy's error
+        database.transaction_blocking(lambda conn: insert.execute(conn, values(fast_id, "three")))
+    with pytest.raises(ValueError, match="does not take"):
+        database.transaction_blocking(
+            lambda conn: insert.execute(conn, {**values(plain_id, "four"), "nonsense": 1})
+        )
+    # constants of the statement (an IN, a comparison) are bound too; rowcount answers
+    move = Statement(
+        integrations.update()
+        .where(
+            integrations.c.tenant_id == sa.bindparam("b_tenant"),
+            integrations.c.status == "active",
+            integrations.c.provider.not_in(["two", "zzz"]),
+        )
+        .values(status="disabled", updated_at=sa.bindparam("b_now"))
+    )
+    moved = database.transaction_blocking(
+        lambda conn: move.execute(conn, {"b_tenant": tenant.id, "b_now": now}).rowcount
+    )
+    assert moved == 1
+    statuses = database.fetch_blocking([("SELECT id, status FROM integrations ORDER BY id", ())])
+    assert [tuple(row) for row in statuses[0]] == [(fast_id, "disabled"), (plain_id, "active")]

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from relaykit.pagination import Page
+from relaykit.storage.fast import Statement
 from relaykit.storage.models import delivery_attempts
 from relaykit.storage.pages import select_page
 from relaykit.webhooks import STATUS_RANK
@@ -17,7 +18,7 @@ T = TypeVar("T")
 
 d = delivery_attempts
 # Built once, so SQLAlchemy reuses the compiled statement (dispatch's hot path).
-_INSERT = d.insert()
+_INSERT = Statement(d.insert())
 
 
 IN_FLIGHT = "in_flight"
@@ -25,15 +26,15 @@ IN_FLIGHT = "in_flight"
 
 def insert(conn: sa.Connection, attempt: Mapping[str, Any]) -> None:
     """Record an attempt (``in_flight``, before its provider call)."""
-    conn.execute(_INSERT, dict(attempt))
+    _INSERT.execute(conn, attempt)
 
 
-_FINISH = d.update().where(d.c.id == sa.bindparam("b_id"))
+_FINISH = Statement(d.update().where(d.c.id == sa.bindparam("b_id")))
 
 
 def finish(conn: sa.Connection, attempt_id: str, values: Mapping[str, Any]) -> None:
     """Record how an attempt ended (the SET columns are the keys of ``values``)."""
-    conn.execute(_FINISH, {**values, "b_id": attempt_id})
+    _FINISH.execute(conn, {**values, "b_id": attempt_id})
 
 
 def _move_statement(status: str) -> sa.Update:
@@ -54,7 +55,7 @@ def _move_statement(status: str) -> sa.Update:
 
 
 # One statement per status, built once.
-_MOVE = {status: _move_statement(status) for status in STATUS_RANK}
+_MOVE = {status: Statement(_move_statement(status)) for status in STATUS_RANK}
 
 
 def move_delivery_status(
@@ -67,7 +68,7 @@ def move_delivery_status(
     if statement is None:
         return 0
     params = {"b_integration": integration_id, "b_object": object_id, "b_now": now}
-    return int(conn.execute(statement, params).rowcount)
+    return int(statement.execute(conn, params).rowcount)
 
 
 def of_operation(conn: sa.Connection, operation_id: str) -> list[sa.RowMapping]:

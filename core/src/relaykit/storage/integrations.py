@@ -18,8 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from relaykit.lifecycle import Action, Status, VerificationRecord, next_status
 from relaykit.pagination import is_id
-from relaykit.storage.database import Database, encode_json, json_value
-from relaykit.storage.models import UTCDateTime, integrations, sqlite_timestamp
+from relaykit.storage.database import Database, json_value
+from relaykit.storage.fast import Statement
+from relaykit.storage.models import integrations
 
 t = integrations
 live = t.c.deleted_at.is_(None)
@@ -166,51 +167,16 @@ def _insert_if_new(dialect: Any) -> sa.Insert:
 
 
 #: relaykit runs on SQLite and PostgreSQL only; both have ON CONFLICT on a partial index.
-_INSERT_IF_NEW = {"sqlite": _insert_if_new(sqlite), "postgresql": _insert_if_new(postgresql)}
+_INSERT_IF_NEW = {
+    "sqlite": Statement(_insert_if_new(sqlite)),
+    "postgresql": Statement(_insert_if_new(postgresql)),
+}
 
 
 def insert_if_new(conn: sa.Connection, values: Mapping[str, Any]) -> bool:
     """Insert the row unless the tenant has a live one for the provider: whether it did.
-    One statement, so the check and the insert cannot race.
-
-    On SQLite the statement goes to the driver as plain SQL with the values bound as
-    SQLAlchemy would bind them (JSON text, timestamps as UTCDateTime writes them): the
-    create's insert through SQLAlchemy's execution path cost several times the insert itself
-    (docs/performance.md)."""
-    if conn.dialect.name == "sqlite":
-        names = tuple(values)
-        sql = _SQLITE_INSERTS.get(names) or _sqlite_insert(names)
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.execute(sql, [_sqlite_value(name, values[name]) for name in names])
-        return cursor.fetchone() is not None
-    return conn.execute(_INSERT_IF_NEW[conn.dialect.name], dict(values)).first() is not None
-
-
-_JSON_COLUMNS = frozenset(c.name for c in t.columns if isinstance(c.type, sa.JSON))
-_TIME_COLUMNS = frozenset(c.name for c in t.columns if isinstance(c.type, UTCDateTime))
-_SQLITE_INSERTS: dict[tuple[str, ...], str] = {}
-
-
-def _sqlite_insert(names: tuple[str, ...]) -> str:
-    unknown = set(names) - {c.name for c in t.columns}
-    if unknown:
-        raise ValueError(f"not columns of integrations: {sorted(unknown)}")
-    # the names are the table's own columns, checked above
-    columns, marks = ", ".join(names), ", ".join("?" * len(names))
-    sql = _SQLITE_INSERTS[names] = (
-        f"INSERT INTO integrations ({columns}) VALUES ({marks})"  # noqa: S608
-        " ON CONFLICT (tenant_id, provider) WHERE deleted_at IS NULL DO NOTHING RETURNING id"
-    )
-    return sql
-
-
-def _sqlite_value(name: str, value: Any) -> Any:
-    if name in _JSON_COLUMNS:
-        return encode_json(value)  # None too, as SQLAlchemy's JSON type: the text 'null'
-    if name in _TIME_COLUMNS and value is not None:
-        return sqlite_timestamp(value)
-    return value
+    One statement, so the check and the insert cannot race."""
+    return _INSERT_IF_NEW[conn.dialect.name].execute(conn, values).fetchone() is not None
 
 
 def update_fields(

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from relaykit.pagination import Page
+from relaykit.storage.fast import Statement
 from relaykit.storage.models import delivery_attempts, operations
 from relaykit.storage.pages import select_page
 
@@ -19,8 +20,17 @@ d = delivery_attempts
 IN_PROGRESS = "in_progress"
 # Built once, so SQLAlchemy reuses the compiled statements (dispatch's hot path); the SET
 # columns of _FINISH are the keys of the parameters.
-_INSERT = o.insert()
-_FINISH = o.update().where(o.c.id == sa.bindparam("b_id"), o.c.status == IN_PROGRESS)
+_INSERT = Statement(o.insert())
+_FINISH = Statement(o.update().where(o.c.id == sa.bindparam("b_id"), o.c.status == IN_PROGRESS))
+_RENEW = Statement(
+    o.update()
+    .where(
+        o.c.id == sa.bindparam("b_id"),
+        o.c.status == IN_PROGRESS,
+        o.c.lease_expires_at > sa.bindparam("b_now"),
+    )
+    .values(lease_expires_at=sa.bindparam("b_until"))
+)
 
 
 def by_idempotency_key(conn: sa.Connection, tenant_id: str, key: str) -> sa.Row[Any] | None:
@@ -40,7 +50,7 @@ def find(conn: sa.Connection, tenant_id: str, operation_id: str) -> sa.Row[Any] 
 def insert(conn: sa.Connection, values: Mapping[str, Any]) -> None:
     """Record an operation. A second one under the same tenant and idempotency key raises
     SQLAlchemy's IntegrityError (the partial unique index)."""
-    conn.execute(_INSERT, dict(values))
+    _INSERT.execute(conn, values)
 
 
 def finish(
@@ -52,7 +62,7 @@ def finish(
     params: dict[str, Any] = {**values, "lease_expires_at": None, "b_id": operation_id}
     if release_key:
         params["idempotency_key"] = None
-    return conn.execute(_FINISH, params).rowcount == 1
+    return _FINISH.execute(conn, params).rowcount == 1
 
 
 def renew_lease(
@@ -60,12 +70,8 @@ def renew_lease(
 ) -> bool:
     """Extend the lease of an operation still in progress whose lease has not run out:
     whether it was (else it may have been settled as abandoned: stop)."""
-    result = conn.execute(
-        o.update()
-        .where(o.c.id == operation_id, o.c.status == IN_PROGRESS, o.c.lease_expires_at > now)
-        .values(lease_expires_at=until)
-    )
-    return result.rowcount == 1
+    params = {"b_id": operation_id, "b_now": now, "b_until": until}
+    return _RENEW.execute(conn, params).rowcount == 1
 
 
 def release_key(conn: sa.Connection, operation_id: str) -> None:

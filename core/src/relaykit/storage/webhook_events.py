@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from relaykit.pagination import Page
+from relaykit.storage.fast import Statement
 from relaykit.storage.models import webhook_events
 from relaykit.storage.pages import select_page
 
@@ -31,8 +32,11 @@ def _insert_if_new(dialect: Any) -> sa.Insert:
 
 
 #: relaykit runs on SQLite and PostgreSQL only; both have ON CONFLICT DO NOTHING.
-_INSERT_IF_NEW = {"sqlite": _insert_if_new(sqlite), "postgresql": _insert_if_new(postgresql)}
-_MARK_APPLIED = (
+_INSERT_IF_NEW = {
+    "sqlite": Statement(_insert_if_new(sqlite)),
+    "postgresql": Statement(_insert_if_new(postgresql)),
+}
+_MARK_APPLIED = Statement(
     w.update()
     .where(w.c.id == sa.bindparam("b_id"))
     .values(applied=True, attempt_count=w.c.attempt_count + sa.bindparam("b_count"))
@@ -42,12 +46,12 @@ _MARK_APPLIED = (
 def insert_if_new(conn: sa.Connection, values: Mapping[str, Any]) -> bool:
     """Store an event unless the integration already holds its dedupe key: whether it was
     stored (``False``: a repeat)."""
-    return conn.execute(_INSERT_IF_NEW[conn.dialect.name], dict(values)).first() is not None
+    return _INSERT_IF_NEW[conn.dialect.name].execute(conn, values).fetchone() is not None
 
 
 def mark_applied(conn: sa.Connection, event_id: str, attempt_count: int) -> None:
     """Record that the event moved ``attempt_count`` more attempts."""
-    conn.execute(_MARK_APPLIED, {"b_id": event_id, "b_count": attempt_count})
+    _MARK_APPLIED.execute(conn, {"b_id": event_id, "b_count": attempt_count})
 
 
 def waiting_for(conn: sa.Connection, integration_id: str, object_id: str) -> list[sa.Row[Any]]:
