@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
 import msgspec
@@ -33,6 +33,9 @@ from relaykit.ids import isoformat_z
 from relaykit.settings import Settings
 from relaykit.storage.inline import GroupCommit, InlineWriter, WriteWouldWait
 from relaykit.storage.read_cache import ReadCache, forget_scope_version, read_scope
+
+if TYPE_CHECKING:
+    from relaykit.storage.pg_reads import PgReads
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -110,6 +113,12 @@ class Database:
                 lambda fn: anyio.to_thread.run_sync(self.transaction_blocking, fn),
             )
         self._cache = ReadCache(self._raw.current if read_cache and self._raw is not None else None)
+        # PostgreSQL's hot reads: psycopg's async connections on the event loop (pg_reads)
+        self._pg_reads: PgReads | None = None
+        if self.dialect == "postgresql" and self.url.get_driver_name() == "psycopg":
+            from relaykit.storage.pg_reads import PgReads  # psycopg: the postgres extra
+
+            self._pg_reads = PgReads(self.url, self.engine.dialect, max_connections=pool_size)
 
     @staticmethod
     def _install_sqlite_hooks(engine: sa.Engine, *, busy_timeout_ms: int | None = None) -> None:
@@ -203,6 +212,8 @@ class Database:
         total): one read transaction, repeatable read on PostgreSQL."""
         if self._reads_inline:
             return self.fetch_blocking(statements)
+        if self._pg_reads is not None and _on_asyncio():
+            return await self._pg_reads.fetch_together(statements)
         return await anyio.to_thread.run_sync(self.fetch_blocking, statements)
 
     def fetch_blocking(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
@@ -236,6 +247,8 @@ class Database:
     read_scope = staticmethod(read_scope)
 
     def dispose(self) -> None:
+        if self._pg_reads is not None:
+            self._pg_reads.close()
         if self._raw is not None:
             self._raw.close_all()
         self._cache.clear()
