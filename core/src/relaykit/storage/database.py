@@ -131,7 +131,15 @@ class Database:
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             write = conn.get_execution_options().get(_WRITE_OPTION, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # on the driver's connection (SQLAlchemy's execution path cost more than BEGIN),
+            # its error raised as SQLAlchemy's (a busy lock: OperationalError)
+            begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+            try:
+                conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+            except sqlite3.Error as error:
+                raise sa.exc.DBAPIError.instance(
+                    begin, (), error, sqlite3.Error, dialect=conn.dialect
+                ) from error
 
     @property
     def read_cache(self) -> bool:

@@ -10,9 +10,11 @@ Through SQLAlchemy's execution layer (events, the compiled cache's key, per-para
 processing, result set-up) the same statement cost several times the statement itself on
 the create, dispatch and webhook paths (docs/performance.md).
 
-What it gives back is what both drivers' results answer alike: ``rowcount`` and
-``fetchone()`` (a row or ``None``). Errors are SQLAlchemy's, as through ``conn.execute``:
-a constraint failure is ``sqlalchemy.exc.IntegrityError`` either way.
+What it gives back is what both drivers' results answer alike: ``rowcount``,
+``fetchone()`` (a row or ``None``) and ``fetchall()``; rows are plain tuples on SQLite,
+with the driver's raw values (JSON and timestamps as text). Errors are SQLAlchemy's, as
+through ``conn.execute``: a constraint failure is ``sqlalchemy.exc.IntegrityError`` either
+way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Result(Protocol):
     def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
 
 
 class _Prepared(NamedTuple):

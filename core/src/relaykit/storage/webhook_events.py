@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,22 +54,40 @@ def mark_applied(conn: sa.Connection, event_id: str, attempt_count: int) -> None
     _MARK_APPLIED.execute(conn, {"b_id": event_id, "b_count": attempt_count})
 
 
-def waiting_for(conn: sa.Connection, integration_id: str, object_id: str) -> list[sa.Row[Any]]:
+class Waiting(NamedTuple):
+    """A stored event that has not moved anything yet (:func:`waiting_for`)."""
+
+    id: str
+    status: str
+    received_at: dt.datetime
+
+
+_WAITING = Statement(
+    sa.select(w.c.id, w.c.status, w.c.received_at)
+    .where(
+        w.c.integration_id == sa.bindparam("b_integration"),
+        w.c.object_id == sa.bindparam("b_object"),
+        w.c.status.is_not(None),
+        w.c.applied.is_(False),
+    )
+    .order_by(w.c.id)
+)
+
+
+def waiting_for(conn: sa.Connection, integration_id: str, object_id: str) -> list[Waiting]:
     """The integration's stored events about ``object_id`` that carry a status and have not
     moved anything yet (they arrived before the send that made the object ended), oldest
-    first."""
-    return list(
-        conn.execute(
-            sa.select(w.c.id, w.c.status, w.c.received_at)
-            .where(
-                w.c.integration_id == integration_id,
-                w.c.object_id == object_id,
-                w.c.status.is_not(None),
-                w.c.applied.is_(False),
-            )
-            .order_by(w.c.id)
-        )
-    )
+    first. A statement built once, run on the driver (every send of a provider with
+    webhooks asks)."""
+    found = _WAITING.execute(conn, {"b_integration": integration_id, "b_object": object_id})
+    return [Waiting(str(i), str(status), _aware(at)) for i, status, at in found.fetchall()]
+
+
+def _aware(value: Any) -> dt.datetime:
+    """A timestamp as either driver hands it back: SQLite's text, PostgreSQL's datetime."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def find(conn: sa.Connection, tenant_id: str, event_id: str) -> sa.RowMapping | None:
