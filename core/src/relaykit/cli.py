@@ -250,10 +250,14 @@ def worker(
                     runner.stop()
                     return
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(stop_on_signal)
-            await runner.run()
-            group.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(stop_on_signal)
+                await runner.run()
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await state.database.close_async()
 
     anyio.run(main, backend_options=event_loop_options())
 

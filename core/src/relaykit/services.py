@@ -186,6 +186,11 @@ class Services:
             self.worker.stop()
         await self.dispatcher.aclose()
 
+    async def close_connections(self) -> None:
+        """Close the database connections that belong to this event loop (PostgreSQL's
+        write pool), after the worker has stopped and before :meth:`dispose`."""
+        await self._database.close_async()
+
     def dispose(self) -> None:
         """Close the database (after the worker has stopped)."""
         if self.shared_worker is not None:

@@ -81,6 +81,8 @@ def create_app(
                     yield
                 finally:
                     await services.aclose()
+            with anyio.CancelScope(shield=True):
+                await services.close_connections()
         finally:
             services.dispose()
 

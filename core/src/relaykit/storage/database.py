@@ -48,6 +48,12 @@ OperationalError = sa.exc.OperationalError
 DatabaseError = sa.exc.DBAPIError
 
 _WRITE_OPTION = "relaykit_write"
+# A process's PostgreSQL connections, at most 30 (docs/deployment.md): write transactions
+# on the event loop; the hot reads (storage.pg_reads); every other read, in worker threads,
+# and the synchronous programs (the CLI, migrations).
+PG_WRITE_POOL = {"pool_size": 10, "max_overflow": 5}
+PG_HOT_READ_CONNECTIONS = 10
+PG_OTHER_POOL = {"pool_size": 5, "max_overflow": 0}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -71,6 +77,8 @@ class Database:
         self.dialect = self.url.get_backend_name()
         sqlite = self.dialect == "sqlite"
         kwargs: dict[str, Any] = {"pool_size": pool_size}
+        if self.dialect == "postgresql":  # the rest of the budget: PG_* below
+            kwargs.update(PG_OTHER_POOL)
         if sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +121,23 @@ class Database:
                 lambda fn: anyio.to_thread.run_sync(self.transaction_blocking, fn),
             )
         self._cache = ReadCache(self._raw.current if read_cache and self._raw is not None else None)
+        # PostgreSQL's write transactions on the event loop: SQLAlchemy's asyncio engine over
+        # psycopg's async connections runs each transaction's (synchronous) function with
+        # run_sync (greenlet), with no worker thread; its pool is PG_WRITE_POOL.
+        self._async_engine: Any = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._async_kwargs = {**kwargs, **PG_WRITE_POOL}
+        self._async_writes = (
+            self.dialect == "postgresql" and self.url.get_driver_name() == "psycopg"
+        )
         # PostgreSQL's hot reads: psycopg's async connections on the event loop (pg_reads)
         self._pg_reads: PgReads | None = None
         if self.dialect == "postgresql" and self.url.get_driver_name() == "psycopg":
             from relaykit.storage.pg_reads import PgReads  # psycopg: the postgres extra
 
-            self._pg_reads = PgReads(self.url, self.engine.dialect, max_connections=pool_size)
+            self._pg_reads = PgReads(
+                self.url, self.engine.dialect, max_connections=PG_HOT_READ_CONNECTIONS
+            )
 
     @staticmethod
     def _install_sqlite_hooks(engine: sa.Engine, *, busy_timeout_ms: int | None = None) -> None:
@@ -172,6 +191,9 @@ class Database:
                 return await self._group.run(
                     (lambda conn: fn(conn, *args, **kwargs)) if args or kwargs else fn
                 )
+            if self._async_writes and _on_asyncio():
+                async with self._loop_engine().begin() as conn:
+                    return await conn.run_sync(lambda sync: fn(sync, *args, **kwargs))
             if self._inline is not None:
                 try:
                     return self._inline.run(
@@ -254,7 +276,32 @@ class Database:
 
     read_scope = staticmethod(read_scope)
 
+    def _loop_engine(self) -> Any:
+        """The asyncio engine of this event loop: its connections belong to the loop that
+        opened them, so another loop (a test's, a CLI's ``anyio.run``) gets its own, and
+        the previous one is dropped."""
+        loop = asyncio.get_running_loop()
+        if self._async_loop is not loop:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            if self._async_engine is not None:
+                self._async_engine.sync_engine.dispose(close=False)
+            self._async_engine = create_async_engine(self.url, **self._async_kwargs)
+            self._async_loop = loop
+        return self._async_engine
+
+    async def close_async(self) -> None:
+        """Close PostgreSQL's write connections, which belong to the event loop they were
+        opened on: call from that loop, when its work is done, before :meth:`dispose`."""
+        if self._async_engine is not None and self._async_loop is asyncio.get_running_loop():
+            await self._async_engine.dispose()
+            self._async_engine = self._async_loop = None
+
     def dispose(self) -> None:
+        if self._async_engine is not None:
+            # what close_async left (it was not called): dropped without an event loop
+            self._async_engine.sync_engine.dispose(close=False)
+            self._async_engine = self._async_loop = None
         if self._pg_reads is not None:
             self._pg_reads.close()
         if self._raw is not None:

@@ -40,6 +40,8 @@ class PgReads:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
+            for ended in [other for other in self._pools if other.is_closed()]:
+                self._pools.pop(ended).close()  # a finished anyio.run's connections
             pool = self._pools[loop] = _LoopPool(self._conninfo, self._max)
         for retry in (False, True):
             conn = await pool.take()
