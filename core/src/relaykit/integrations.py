@@ -491,7 +491,7 @@ class IntegrationService:
             return self._views[values]
         except KeyError:
             pass
-        except TypeError:  # decoded JSON values (PostgreSQL) are dicts: not hashable
+        except TypeError:  # decoded JSON values (a dict from SQLAlchemy) are not hashable
             return self._build_view(values)
         view = self._views[values] = self._build_view(values)
         if len(self._views) > VIEW_MEMO_SIZE:

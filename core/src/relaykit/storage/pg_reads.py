@@ -19,9 +19,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import psycopg
-import psycopg.types.json
+import psycopg.types.string
 import sqlalchemy as sa
 
 
@@ -123,8 +122,11 @@ class _LoopPool:
         except BaseException:
             self._slots.release()
             raise
-        # JSON columns decoded by msgspec, as the engine's (several times the json module)
-        psycopg.types.json.set_json_loads(msgspec.json.decode, conn)
+        # JSON columns as their text, as SQLite hands them back: the callers decode them
+        # (json_value, msgspec), and a row of text is hashable, so the integration views
+        # kept by their row's values (IntegrationService._view) serve PostgreSQL too
+        for name in ("json", "jsonb"):
+            conn.adapters.register_loader(name, psycopg.types.string.TextLoader)
         return conn
 
     def give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
