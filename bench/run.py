@@ -438,8 +438,8 @@ def postgres_ratios(root: Path, seconds: int) -> dict[str, Any]:
     # scripts/postgres runs the cluster as the 'postgres' user under root: its folder must
     # not sit in this run's private (0700) temporary folder.
     try:
-        import psycopg  # noqa: F401
         import greenlet  # noqa: F401
+        import psycopg  # noqa: F401
     except ImportError:
         return {"skipped": "no PostgreSQL driver: pip install -r requirements/bench.txt"}
     folder = Path(tempfile.mkdtemp(prefix="relaykit-bench-pg-"))
