@@ -371,3 +371,23 @@ async def test_postgresql_hot_reads_survive_a_dropped_connection(database: Datab
         [("SELECT count(*) FROM tenants", ()), ("SELECT name FROM tenants", ())]
     )
     assert counted[0][0] == 1 and [row[0] for row in names] == ["acme"]
+
+
+async def test_each_transaction_of_a_batch_runs_in_its_callers_context(
+    database: Database,
+) -> None:
+    """The batch runs in a loop callback; each function still sees its own caller's
+    context variables (the audit actor and request id are read inside transactions)."""
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    seen: dict[str, str] = {}
+
+    async def run(name: str) -> None:
+        who.set(name)
+        seen[name] = await database.transaction(lambda conn: who.get())
+
+    async with anyio.create_task_group() as group:
+        for name in ("a", "b", "c"):
+            group.start_soon(run, name)
+    assert seen == {"a": "a", "b": "b", "c": "c"}

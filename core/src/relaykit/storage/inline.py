@@ -21,6 +21,7 @@ pages written once for the whole batch rather than once per transaction).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -146,11 +147,21 @@ class GroupCommit:
         awaiting task is cancelled, ``fn`` still runs (and commits) with its batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        # a failure nobody awaits any more (the caller was cancelled) is not logged by asyncio
+        future.add_done_callback(_retrieved)
+        # The batch runs in a loop callback, in the context of whichever request opened it:
+        # each function runs in its own caller's context (the audit actor, the request id,
+        # the log fields of relaykit.context).
+        context = contextvars.copy_context()
+
+        def in_context(conn: sa.Connection) -> T:
+            return context.run(fn, conn)
+
         pending = self._pending.get(loop)
         if pending is None:
             pending = self._pending[loop] = []
             loop.call_soon(self._flush, loop)
-        pending.append((fn, future))
+        pending.append((in_context, future))
         return await asyncio.shield(future)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -163,10 +174,15 @@ class GroupCommit:
             for fn, future in batch:
                 loop.create_task(self._alone(fn, future))
             return
-        except Exception as error:  # the begin or the commit failed: nothing is kept
-            outcomes = [(False, error)] * len(batch)
+        except BaseException as error:  # the begin or the commit failed: nothing is kept
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.cancelled():
+            if future.done():
                 continue
             if ok:
                 future.set_result(value)
@@ -177,10 +193,15 @@ class GroupCommit:
         try:
             value = await self._in_thread(fn)
         except BaseException as error:
-            if not future.cancelled():
+            if not future.done():
                 future.set_exception(error)
             if not isinstance(error, Exception):
                 raise
         else:
-            if not future.cancelled():
+            if not future.done():
                 future.set_result(value)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
