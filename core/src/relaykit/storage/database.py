@@ -87,7 +87,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
         # msgspec reads and writes the JSON columns: several times faster than the json
         # module on the list path (four JSON columns a row), and it encodes Structs.
-        kwargs["json_serializer"] = encode_json
+        kwargs["json_serializer"] = _encode_json
         kwargs["json_deserializer"] = msgspec.json.decode
         self.engine = sa.create_engine(self.url, **kwargs)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
@@ -111,7 +111,7 @@ class Database:
                 self.url,
                 connect_args={"check_same_thread": False},
                 poolclass=sa.pool.StaticPool,
-                json_serializer=encode_json,
+                json_serializer=_encode_json,
                 json_deserializer=msgspec.json.decode,
             ).execution_options(**{_WRITE_OPTION: True})
             self._install_sqlite_hooks(inline_engine, busy_timeout_ms=0)
@@ -132,7 +132,7 @@ class Database:
         )
         # PostgreSQL's hot reads: psycopg's async connections on the event loop (pg_reads)
         self._pg_reads: PgReads | None = None
-        if self.dialect == "postgresql" and self.url.get_driver_name() == "psycopg":
+        if self._async_writes:  # PostgreSQL over psycopg
             from relaykit.storage.pg_reads import PgReads  # psycopg: the postgres extra
 
             self._pg_reads = PgReads(
@@ -343,8 +343,7 @@ def _is_file(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
 
 
-def encode_json(value: Any) -> str:
-    """A JSON column's text, as the engines write it (msgspec; ``None`` is ``'null'``)."""
+def _encode_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
